@@ -1,0 +1,1 @@
+"""agentdb: the PostgreSQL data layer of an AI-assistant backend."""

@@ -1,0 +1,110 @@
+"""Input validation shared by the domain modules: run before any SQL, so bad input writes
+nothing and fails with an `InvalidInputError` that names the field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from app.database.errors import InvalidInputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InputModel(BaseModel):
+    """Base of the input models: unknown fields are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validated(model: type[M], /, **data: Any) -> M:
+    """`model(**data)`, with a validation failure raised as InvalidInputError naming the field."""
+    try:
+        return model(**data)
+    except ValidationError as error:
+        raise invalid_input(error) from None
+
+
+def invalid_input(error: ValidationError) -> InvalidInputError:
+    """The InvalidInputError for the first problem pydantic found."""
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or error.title
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidInputError(f"{field}: {message}", field=field)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (PostgreSQL text cannot hold \\x00)")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _json_object(value: Mapping[str, Any]) -> dict[str, Any]:
+    _check_json(value, "")
+    return dict(value)
+
+
+def _check_json(value: Any, path: str) -> None:
+    """PostgreSQL's jsonb refuses \\u0000 and non-finite numbers; json.dumps refuses the rest."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(
+                f"{path or 'value'} contains a NUL character (jsonb cannot store \\u0000)"
+            )
+    elif isinstance(value, bool) or value is None or isinstance(value, int):
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path or 'value'} is {value} (JSON has no NaN or infinity)")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path}{key!r}: JSON object keys must be strings")
+            if "\x00" in key:
+                raise ValueError(f"{path}: key {key!r} contains a NUL character")
+            _check_json(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]")
+    else:
+        raise ValueError(f"{path or 'value'}: {type(value).__name__} is not JSON")
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""Any text PostgreSQL can store: no NUL characters."""
+
+Title = Annotated[
+    str, StringConstraints(max_length=500), AfterValidator(_not_blank), AfterValidator(_no_nul)
+]
+"""A title: 1 to 500 characters, not only white space."""
+
+Name = Annotated[
+    str, StringConstraints(max_length=200), AfterValidator(_not_blank), AfterValidator(_no_nul)
+]
+"""A short name (agent, model, worker): 1 to 200 characters, not blank."""
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
+"""A JSON object that jsonb accepts: string keys, no NUL characters, finite numbers."""
+
+JsonValue = Annotated[Any, AfterValidator(lambda value: (_check_json(value, ""), value)[1])]
+"""Any JSON value that jsonb accepts."""
+
+
+def as_uuid(value: Any, field: str) -> UUID:
+    """`value` as a UUID (a UUID or its string form), or InvalidInputError naming `field`."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise InvalidInputError(f"{field}: not a UUID: {value!r}", field=field) from None

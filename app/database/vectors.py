@@ -1,0 +1,67 @@
+"""Embeddings: the one dimension constant, input validation, and the binary adapters.
+
+Vectors travel in pgvector's binary format both ways: pgvector's dumpers send `list[float]`
+and numpy arrays, and our loader turns a column back into `list[float]`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from pgvector import Vector
+from pgvector.psycopg.vector import VectorBinaryLoader, VectorLoader, register_vector_info
+from psycopg import AsyncConnection
+from psycopg.abc import Buffer
+from psycopg.types import TypeInfo
+from pydantic import PlainSerializer, PlainValidator
+
+EMBEDDING_DIMENSIONS = 1536
+"""Dimension of every embedding column (OpenAI text-embedding-3-small)."""
+
+
+def _embedding(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+    if isinstance(value, Vector):
+        value = value.to_numpy()
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
+        raise ValueError("must be a list of floats or a 1-d numpy array")
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError("must contain only numbers") from None
+    if array.ndim != 1 or array.shape[0] != EMBEDDING_DIMENSIONS:
+        raise ValueError(f"must have {EMBEDDING_DIMENSIONS} dimensions, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("must not contain NaN or infinity (or values beyond float32 range)")
+    return array
+
+
+Embedding = Annotated[
+    np.ndarray[Any, np.dtype[np.float32]],
+    PlainValidator(_embedding),
+    PlainSerializer(lambda array: array.tolist()),
+]
+"""An embedding as input: `EMBEDDING_DIMENSIONS` finite float32 values (list or numpy array)."""
+
+
+class EmbeddingTextLoader(VectorLoader):
+    def load(self, data: Buffer) -> list[float] | None:  # type: ignore[override]
+        vector = super().load(data)
+        return vector.to_list() if vector is not None else None
+
+
+class EmbeddingBinaryLoader(VectorBinaryLoader):
+    def load(self, data: Buffer) -> list[float] | None:  # type: ignore[override]
+        vector = super().load(data)
+        return vector.to_list() if vector is not None else None
+
+
+async def register_vector_types(conn: AsyncConnection[Any]) -> bool:
+    """Register pgvector's dumpers and our list-returning loaders; False if no vector type."""
+    info = await TypeInfo.fetch(conn, "vector")
+    if info is None:  # a database not migrated yet
+        return False
+    register_vector_info(conn, info)
+    conn.adapters.register_loader(info.oid, EmbeddingTextLoader)
+    conn.adapters.register_loader(info.oid, EmbeddingBinaryLoader)
+    return True

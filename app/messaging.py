@@ -1,0 +1,560 @@
+"""Schema `messaging`: chats and their messages.
+
+Row models, input models, SQL constants, then the query functions in the order of
+DESIGN.md's API list. Every function takes the caller's connection and never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+
+from app.database.errors import InvalidInputError, NotFoundError, database_errors
+from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
+from app.database.rows import model_rows
+from app.database.validation import (
+    InputModel,
+    JsonObject,
+    Text,
+    Title,
+    as_uuid,
+    invalid_input,
+    validated,
+)
+from app.database.vectors import EMBEDDING_DIMENSIONS, Embedding
+
+__all__ = [
+    "EMBEDDING_DIMENSIONS",
+    "Chat",
+    "ChatCreate",
+    "ChatUpdate",
+    "Message",
+    "MessageCreate",
+    "Role",
+    "add_message",
+    "add_messages",
+    "count_messages",
+    "create_chat",
+    "delete_chat",
+    "delete_message",
+    "get_chat",
+    "get_message",
+    "list_chats",
+    "list_messages",
+    "set_message_embedding",
+    "update_chat",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+T = TypeVar("T")
+
+
+class _Unset:
+    """Marks an argument that was not given (None is a value: it clears the column)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+# Row models -------------------------------------------------------------------------------
+
+
+class Chat(BaseModel):
+    """A row of messaging.chats."""
+
+    id: UUID
+    owner_id: UUID
+    title: str | None
+    metadata: dict[str, Any]
+    last_message_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+    @property
+    def last_activity_at(self) -> datetime:
+        """When the chat last changed hands: its newest message, else its creation."""
+        return self.last_message_at or self.created_at
+
+
+class Message(BaseModel):
+    """A row of messaging.messages (without the generated full-text column)."""
+
+    id: UUID
+    chat_id: UUID
+    owner_id: UUID
+    role: Role
+    content: str
+    embedding: list[float] | None
+    token_count: int | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+# Input models -----------------------------------------------------------------------------
+
+
+class ChatCreate(InputModel):
+    owner_id: UUID
+    title: Title | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class ChatUpdate(InputModel):
+    title: Title | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class MessageCreate(InputModel):
+    """One message to add; `add_messages` takes a sequence of these."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    chat_id: UUID
+    role: Role
+    content: Text
+    embedding: Embedding | None = None
+    token_count: NonNegativeInt | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+    created_at: AwareDatetime | None = None
+
+
+class _EmbeddingInput(InputModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    embedding: Embedding
+
+
+# SQL --------------------------------------------------------------------------------------
+
+INSERT_CHAT = """
+INSERT INTO messaging.chats (owner_id, title, metadata)
+VALUES (%(owner_id)s, %(title)s, %(metadata)s)
+RETURNING id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+"""
+
+SELECT_CHAT = """
+SELECT id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+FROM messaging.chats
+WHERE id = %s
+  AND deleted_at IS NULL
+"""
+
+# One statement for any combination of fields: a flag per field says whether to set it, so
+# None can clear the title while an omitted field keeps its value.
+UPDATE_CHAT = """
+UPDATE messaging.chats
+SET title = CASE WHEN %(set_title)s THEN %(title)s ELSE title END,
+    metadata = CASE WHEN %(set_metadata)s THEN %(metadata)s ELSE metadata END
+WHERE id = %(chat_id)s
+  AND deleted_at IS NULL
+RETURNING id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+"""
+
+# The chat's messages go with it, so no search or list finds them through another path.
+SOFT_DELETE_CHAT = """
+WITH chat AS (
+    UPDATE messaging.chats
+    SET deleted_at = now()
+    WHERE id = %s
+      AND deleted_at IS NULL
+    RETURNING id
+), messages AS (
+    UPDATE messaging.messages
+    SET deleted_at = now()
+    WHERE chat_id IN (SELECT id FROM chat)
+      AND deleted_at IS NULL
+)
+SELECT id FROM chat
+"""
+
+# Keyset page on idx_chats_owner_id_last_activity: the cursor is the last row's
+# (activity, id); the first page starts from ('infinity', the largest uuid).
+SELECT_CHATS_PAGE = """
+SELECT id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+FROM messaging.chats
+WHERE owner_id = %(owner_id)s
+  AND deleted_at IS NULL
+  AND (COALESCE(last_message_at, created_at), id) < (%(after_activity)s, %(after_id)s)
+ORDER BY COALESCE(last_message_at, created_at) DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# Locks the chat row (UPDATE) so concurrent messages of one chat are stamped in commit
+# order; clock_timestamp(), not now(), so messages added in one transaction keep their order.
+INSERT_MESSAGE = """
+WITH chat AS (
+    UPDATE messaging.chats
+    SET last_message_at = clock_timestamp()
+    WHERE id = %(chat_id)s
+      AND deleted_at IS NULL
+    RETURNING id, owner_id, last_message_at
+)
+INSERT INTO messaging.messages
+    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+SELECT chat.id, chat.owner_id, %(role)s, %(content)s, %(embedding)s, %(token_count)s,
+       %(metadata)s, COALESCE(%(created_at)s, chat.last_message_at)
+FROM chat
+RETURNING id, chat_id, owner_id, role, content, embedding, token_count, metadata,
+       created_at, updated_at, deleted_at
+"""
+
+# Before a COPY: each chat's owner (messages copy it), and the server's clock to stamp the
+# batch with increasing created_at values. FOR KEY SHARE keeps the chats from being deleted.
+SELECT_CHAT_OWNERS = """
+SELECT id, owner_id, clock_timestamp()
+FROM messaging.chats
+WHERE id = ANY(%s::uuid[])
+  AND deleted_at IS NULL
+FOR KEY SHARE
+"""
+
+COPY_MESSAGES = """
+COPY messaging.messages
+    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+FROM STDIN (FORMAT BINARY)
+"""
+
+COPY_MESSAGES_TYPES = ["uuid", "uuid", "varchar", "text", "vector", "int4", "jsonb", "timestamptz"]
+
+UPDATE_CHATS_LAST_MESSAGE_AT = """
+UPDATE messaging.chats AS chat
+SET last_message_at = GREATEST(chat.last_message_at, batch.last_message_at)
+FROM unnest(%s::uuid[], %s::timestamptz[]) AS batch (chat_id, last_message_at)
+WHERE chat.id = batch.chat_id
+"""
+
+SELECT_MESSAGE = """
+SELECT id, chat_id, owner_id, role, content, embedding, token_count, metadata,
+       created_at, updated_at, deleted_at
+FROM messaging.messages
+WHERE id = %s
+  AND deleted_at IS NULL
+"""
+
+SOFT_DELETE_MESSAGE = """
+UPDATE messaging.messages
+SET deleted_at = now()
+WHERE id = %s
+  AND deleted_at IS NULL
+RETURNING id
+"""
+
+# Served by idx_messages_chat_id_created_at_id.
+COUNT_MESSAGES = """
+SELECT count(*)
+FROM messaging.messages
+WHERE chat_id = %s
+  AND deleted_at IS NULL
+"""
+
+# Newest first from the cursor back, on idx_messages_chat_id_created_at_id (scanned
+# backwards); the caller reverses the page into chronological order.
+SELECT_MESSAGES_PAGE = """
+SELECT id, chat_id, owner_id, role, content, embedding, token_count, metadata,
+       created_at, updated_at, deleted_at
+FROM messaging.messages
+WHERE chat_id = %(chat_id)s
+  AND deleted_at IS NULL
+  AND (created_at, id) < (%(before_created_at)s, %(before_id)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+UPDATE_MESSAGE_EMBEDDING = """
+UPDATE messaging.messages
+SET embedding = %s
+WHERE id = %s
+  AND deleted_at IS NULL
+RETURNING id
+"""
+
+FIRST_PAGE_AT = "infinity"
+LAST_UUID = UUID(int=(1 << 128) - 1)
+
+CHAT_ROW = model_rows(Chat)
+MESSAGE_ROW = model_rows(Message)
+
+
+# Query functions --------------------------------------------------------------------------
+
+
+@database_errors
+async def create_chat(
+    conn: AsyncConnection[Any],
+    *,
+    owner_id: UUID,
+    title: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Chat:
+    """Create a chat for `owner_id`."""
+    data = validated(ChatCreate, owner_id=owner_id, title=title, metadata=metadata or {})
+    params = {"owner_id": data.owner_id, "title": data.title, "metadata": Jsonb(data.metadata)}
+    async with conn.cursor(row_factory=CHAT_ROW) as cursor:
+        await cursor.execute(INSERT_CHAT, params)
+        return _returned(await cursor.fetchone())
+
+
+@database_errors
+async def get_chat(conn: AsyncConnection[Any], chat_id: UUID) -> Chat | None:
+    """The chat, or None if it does not exist or is deleted."""
+    async with conn.cursor(row_factory=CHAT_ROW) as cursor:
+        await cursor.execute(SELECT_CHAT, [as_uuid(chat_id, "chat_id")])
+        return await cursor.fetchone()
+
+
+@database_errors
+async def update_chat(
+    conn: AsyncConnection[Any],
+    chat_id: UUID,
+    *,
+    title: str | None = UNSET,
+    metadata: Mapping[str, Any] = UNSET,
+) -> Chat:
+    """Set the given fields (title=None clears the title); metadata is replaced whole."""
+    given = {
+        name: value
+        for name, value in (("title", title), ("metadata", metadata))
+        if value is not UNSET
+    }
+    data = validated(ChatUpdate, **given)
+    params = {
+        "chat_id": as_uuid(chat_id, "chat_id"),
+        "set_title": "title" in given,
+        "title": data.title,
+        "set_metadata": "metadata" in given,
+        "metadata": Jsonb(data.metadata),
+    }
+    async with conn.cursor(row_factory=CHAT_ROW) as cursor:
+        await cursor.execute(UPDATE_CHAT, params)
+        chat = await cursor.fetchone()
+    if chat is None:
+        raise NotFoundError(f"chat {chat_id} not found")
+    return chat
+
+
+@database_errors
+async def delete_chat(conn: AsyncConnection[Any], chat_id: UUID) -> None:
+    """Soft-delete the chat and its messages."""
+    cursor = await conn.execute(SOFT_DELETE_CHAT, [as_uuid(chat_id, "chat_id")])
+    if await cursor.fetchone() is None:
+        raise NotFoundError(f"chat {chat_id} not found")
+
+
+@database_errors
+async def list_chats(
+    conn: AsyncConnection[Any],
+    *,
+    owner_id: UUID,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Chat]:
+    """The owner's chats, most recent activity (last message, else creation) first."""
+    check_limit(limit)
+    after_activity, after_id = (
+        decode_cursor(cursor, datetime.fromisoformat, UUID)
+        if cursor
+        else (FIRST_PAGE_AT, LAST_UUID)
+    )
+    params = {
+        "owner_id": as_uuid(owner_id, "owner_id"),
+        "after_activity": after_activity,
+        "after_id": after_id,
+        "limit": limit + 1,
+    }
+    async with conn.cursor(row_factory=CHAT_ROW) as db_cursor:
+        await db_cursor.execute(SELECT_CHATS_PAGE, params)
+        rows = await db_cursor.fetchall()
+    return page_of(
+        rows, limit, lambda chat: encode_cursor(chat.last_activity_at.isoformat(), chat.id)
+    )
+
+
+@database_errors
+async def add_message(
+    conn: AsyncConnection[Any],
+    chat_id: UUID,
+    *,
+    role: str,
+    content: str,
+    embedding: Sequence[float] | Any | None = None,
+    token_count: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Message:
+    """Append a message to a live chat and set the chat's `last_message_at`."""
+    data = validated(
+        MessageCreate,
+        chat_id=chat_id,
+        role=role,
+        content=content,
+        embedding=embedding,
+        token_count=token_count,
+        metadata=metadata or {},
+    )
+    async with conn.cursor(row_factory=MESSAGE_ROW) as cursor:
+        await cursor.execute(INSERT_MESSAGE, _message_params(data), binary=True)
+        message = await cursor.fetchone()
+    if message is None:
+        raise NotFoundError(f"chat {chat_id} not found")
+    return message
+
+
+@database_errors
+async def add_messages(
+    conn: AsyncConnection[Any], messages: Sequence[MessageCreate | Mapping[str, Any]]
+) -> int:
+    """Insert many messages with one binary COPY; return how many. All or nothing.
+
+    Messages keep their order: each gets a created_at a microsecond after the one before
+    (unless it brings its own). Every chat must exist and be live.
+    """
+    items = [_message_create(item, index) for index, item in enumerate(messages)]
+    if not items:
+        return 0
+    chat_ids = list({item.chat_id for item in items})
+    async with conn.transaction():
+        cursor = await conn.execute(SELECT_CHAT_OWNERS, [chat_ids])
+        rows = await cursor.fetchall()
+        owners: dict[UUID, UUID] = {chat_id: owner_id for chat_id, owner_id, _ in rows}
+        missing = [str(chat_id) for chat_id in chat_ids if chat_id not in owners]
+        if missing:
+            raise NotFoundError(f"chat_id: chat(s) not found: {', '.join(missing)}")
+
+        clock: datetime = rows[0][2]
+        last_at: dict[UUID, datetime] = {}
+        async with conn.cursor().copy(COPY_MESSAGES) as copy:
+            copy.set_types(COPY_MESSAGES_TYPES)
+            for offset, item in enumerate(items):
+                created_at = item.created_at or clock + timedelta(microseconds=offset)
+                if item.chat_id not in last_at or created_at > last_at[item.chat_id]:
+                    last_at[item.chat_id] = created_at
+                await copy.write_row(
+                    (
+                        item.chat_id,
+                        owners[item.chat_id],
+                        item.role,
+                        item.content,
+                        item.embedding,
+                        item.token_count,
+                        Jsonb(item.metadata),
+                        created_at,
+                    )
+                )
+        await conn.execute(UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())])
+    return len(items)
+
+
+@database_errors
+async def get_message(conn: AsyncConnection[Any], message_id: UUID) -> Message | None:
+    """The message, or None if it does not exist or is deleted."""
+    async with conn.cursor(row_factory=MESSAGE_ROW) as cursor:
+        await cursor.execute(SELECT_MESSAGE, [as_uuid(message_id, "message_id")], binary=True)
+        return await cursor.fetchone()
+
+
+@database_errors
+async def delete_message(conn: AsyncConnection[Any], message_id: UUID) -> None:
+    """Soft-delete the message."""
+    cursor = await conn.execute(SOFT_DELETE_MESSAGE, [as_uuid(message_id, "message_id")])
+    if await cursor.fetchone() is None:
+        raise NotFoundError(f"message {message_id} not found")
+
+
+@database_errors
+async def count_messages(conn: AsyncConnection[Any], chat_id: UUID) -> int:
+    """How many live messages the chat has."""
+    cursor = await conn.execute(COUNT_MESSAGES, [as_uuid(chat_id, "chat_id")])
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+@database_errors
+async def list_messages(
+    conn: AsyncConnection[Any],
+    chat_id: UUID,
+    *,
+    limit: int = 50,
+    before: str | None = None,
+) -> Page[Message]:
+    """The newest `limit` messages older than the cursor `before`, in chronological order.
+
+    `next_cursor` fetches the page before this one (older messages).
+    """
+    check_limit(limit)
+    before_created_at, before_id = (
+        decode_cursor(before, datetime.fromisoformat, UUID)
+        if before
+        else (FIRST_PAGE_AT, LAST_UUID)
+    )
+    params = {
+        "chat_id": as_uuid(chat_id, "chat_id"),
+        "before_created_at": before_created_at,
+        "before_id": before_id,
+        "limit": limit + 1,
+    }
+    async with conn.cursor(row_factory=MESSAGE_ROW) as cursor:
+        await cursor.execute(SELECT_MESSAGES_PAGE, params, binary=True)
+        rows = await cursor.fetchall()
+    page = page_of(
+        rows, limit, lambda message: encode_cursor(message.created_at.isoformat(), message.id)
+    )
+    page.items.reverse()
+    return page
+
+
+@database_errors
+async def set_message_embedding(
+    conn: AsyncConnection[Any], message_id: UUID, embedding: Any
+) -> None:
+    """Store the embedding of a live message (list of floats or numpy array)."""
+    data = validated(_EmbeddingInput, embedding=embedding)
+    cursor = await conn.execute(
+        UPDATE_MESSAGE_EMBEDDING, [data.embedding, as_uuid(message_id, "message_id")]
+    )
+    if await cursor.fetchone() is None:
+        raise NotFoundError(f"message {message_id} not found")
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def _message_params(data: MessageCreate) -> dict[str, Any]:
+    return {
+        "chat_id": data.chat_id,
+        "role": data.role,
+        "content": data.content,
+        "embedding": data.embedding,
+        "token_count": data.token_count,
+        "metadata": Jsonb(data.metadata),
+        "created_at": data.created_at,
+    }
+
+
+def _message_create(item: MessageCreate | Mapping[str, Any], index: int) -> MessageCreate:
+    if isinstance(item, MessageCreate):
+        return item
+    try:
+        return MessageCreate(**item)
+    except ValidationError as error:
+        problem = invalid_input(error)
+        field = f"messages[{index}].{problem.field}"
+        raise InvalidInputError(f"messages[{index}].{problem}", field=field) from None
+
+
+def _returned(row: T | None) -> T:
+    """The row of an INSERT … RETURNING, which always returns one."""
+    if row is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return row
