@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ THROWAWAY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """URL of the maintenance database `postgres` on the session's own server."""
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
+    # Not under pytest's tmp_path: pytest prunes old basetemp dirs, which would pull the data
+    # directory from under a server that another pytest session is still running.
+    data_dir = Path(tempfile.mkdtemp(prefix="agentdb-test-")) / "data"
     url = embedded.start(data_dir, database="postgres")
     with psycopg.connect(url, autocommit=True) as conn:
         for setting in THROWAWAY_SETTINGS:
@@ -34,7 +37,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         conn.execute("SELECT pg_catalog.pg_reload_conf()")
     yield url
     embedded.stop(data_dir)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
