@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+from pydantic import SecretStr
 
 from app.database import embedded
 from app.database.config import DatabaseConfig, libpq_url
@@ -96,6 +97,29 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["start", "stop", "status", "url"])
 
     command("psql", "run psql on the database (arguments go to psql)", _psql, database=False)
+
+    bench = command(
+        "bench", "benchmarks on a throwaway server (bench-results/)", _bench, database=False
+    )
+    bench.add_argument("which", choices=["search"])
+    bench.add_argument(
+        "--quick", action="store_true", help="a small size that runs in about a minute"
+    )
+
+    seed = command("seed", "fill the database with a realistic demo data set", _seed)
+    for name, default, help in (
+        ("owners", 20, "users who own chats"),
+        ("chats", 200, "chats, long-tailed per owner"),
+        ("messages", 10_000, "messages, long-tailed per chat"),
+        ("todos", 500, "todos"),
+        ("executions", 300, "agent executions (most worked off)"),
+        ("sessions", 100, "Telegram sessions"),
+    ):
+        seed.add_argument(
+            f"--{name}", type=int, default=default, help=f"{help} (default {default})"
+        )
+    seed.add_argument("--embeddings", action="store_true", help="give messages embeddings")
+    seed.add_argument("--random-seed", type=int, default=42, help="same seed, same data")
     return parser
 
 
@@ -186,6 +210,40 @@ def _db(args: argparse.Namespace) -> int:
             print(f"stopped; data in {status.data_dir}")
         else:
             print(f"not initialized ({status.data_dir} does not exist yet)")
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.seed import SeedSize, seed
+
+    counts = [args.owners, args.chats, args.messages, args.todos, args.executions, args.sessions]
+    if min(counts) < 0 or args.owners < 1 or args.chats < 1:
+        return _fail("sizes must not be negative, and --owners and --chats at least 1")
+    size = SeedSize(
+        owners=args.owners,
+        chats=args.chats,
+        messages=args.messages,
+        todos=args.todos,
+        executions=args.executions,
+        sessions=args.sessions,
+        with_embeddings=args.embeddings,
+        random_seed=args.random_seed,
+    )
+    if args.database:
+        config = DatabaseConfig(url=SecretStr(libpq_url(args.database)))
+    else:
+        config = DatabaseConfig.from_env()
+    created = asyncio.run(seed(config, size, progress=sys.stderr.isatty()))
+    print("seeded " + ", ".join(f"{count} {kind}" for kind, count in created.items()))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench import search
+
+    print(search.run(count=5_000, queries=100) if args.quick else search.run())
     return 0
 
 

@@ -5,7 +5,8 @@ set -euo pipefail
 AGENTDB_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 export AGENTDB_ROOT
 venv="$AGENTDB_ROOT/.venv"
-stamp="$venv/.agentdb-pyproject.sha256"
+extras="${AGENTDB_EXTRAS:-dev}"
+stamp="$venv/.agentdb-installed-$extras.sha256"
 
 find_python() {
     local candidate
@@ -27,7 +28,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -e "$AGENTDB_ROOT[dev]" >&2
+        -e "$AGENTDB_ROOT[$extras]" >&2
     echo "$wanted" >"$stamp"
 fi
 

@@ -54,9 +54,12 @@ class DatabaseManager:
         await self.close()
 
     async def open(self, *, wait: bool = True) -> None:
-        """Open the pool; with `wait`, until `min_pool_size` connections are ready."""
+        """Open the pool; with `wait`, until `min_pool_size` connections are ready (at most
+        `pool_timeout` seconds)."""
         try:
-            await self._pool.open(wait=wait and self.config.min_pool_size > 0)
+            await self._pool.open(
+                wait=wait and self.config.min_pool_size > 0, timeout=self.config.pool_timeout
+            )
         except psycopg_pool.PoolTimeout as error:
             await self._pool.close()
             raise DatabaseUnavailableError(
@@ -83,7 +86,7 @@ class DatabaseManager:
         try:
             async with self._pool.connection() as conn:
                 yield conn
-        except psycopg_pool.PoolTimeout as error:
+        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as error:
             raise translate(error) from error
 
     async def health_check(self, timeout: float = 2.0) -> bool:

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +41,12 @@ DOMAIN_SCHEMAS = ("messaging", "tasks", "agents", "telegram")
 # Any constant bigint works; this one is 'agentdb' in ASCII, so it is recognisable in pg_locks.
 ADVISORY_LOCK_KEY = 0x6167656E746462
 
-ACQUIRE_MIGRATION_LOCK = "SELECT pg_catalog.pg_advisory_lock(%s)"
+# Polled, never waited for inside a statement: a waiting statement keeps a transaction open,
+# and CREATE INDEX CONCURRENTLY in the lock holder waits for every open transaction, so the
+# two would wait for each other where PostgreSQL cannot see it.
+TRY_MIGRATION_LOCK = "SELECT pg_catalog.pg_try_advisory_lock(%s)"
+LOCK_POLL_SECONDS = 0.25
+LOCK_WAIT_SECONDS = 600
 
 CREATE_CHECKSUM_TABLE = """
 CREATE TABLE IF NOT EXISTS public._agentdb_migration_checksum (
@@ -192,7 +198,7 @@ class Migrator:
     def _locked(self) -> Iterator[tuple[psycopg.Connection[Any], Any]]:
         """The advisory lock, a connection for our bookkeeping, and a yoyo backend."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            conn.execute(ACQUIRE_MIGRATION_LOCK, [ADVISORY_LOCK_KEY])
+            _acquire_migration_lock(conn)
             conn.execute(CREATE_CHECKSUM_TABLE)
             backend = _Backend(_yoyo_uri(self.conninfo), "_yoyo_migration")
             try:
@@ -291,6 +297,22 @@ class Migrator:
                 + " (restore the file and put the change in a new migration;"
                 " --accept-drift records the files as they are now)"
             )
+
+
+def _acquire_migration_lock(conn: psycopg.Connection[Any]) -> None:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while not _fetch_bool(conn, TRY_MIGRATION_LOCK, ADVISORY_LOCK_KEY):
+        if time.monotonic() > deadline:
+            raise MigrationError(
+                f"another migrator has held the migration lock for {LOCK_WAIT_SECONDS} s"
+                " (see pg_locks where locktype = 'advisory')"
+            )
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _fetch_bool(conn: psycopg.Connection[Any], query: Any, *params: Any) -> bool:
+    row = conn.execute(query, params).fetchone()
+    return bool(row and row[0])
 
 
 def _run(step: Callable[[Migration], None], migration: Migration) -> None:

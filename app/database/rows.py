@@ -25,3 +25,13 @@ def model_rows(model: type[M]) -> BaseRowFactory[M]:
         return make_row
 
     return factory
+
+
+T = TypeVar("T")
+
+
+def returned(row: T | None) -> T:
+    """The row of an INSERT … RETURNING, which always returns one."""
+    if row is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return row

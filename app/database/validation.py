@@ -40,7 +40,21 @@ def invalid_input(error: ValidationError) -> InvalidInputError:
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters (PostgreSQL text cannot hold \\x00)")
+    _check_encodable(value, "")
     return value
+
+
+def _check_encodable(value: str, path: str) -> None:
+    """PostgreSQL stores UTF-8: a lone surrogate (e.g. '\\ud800') has no encoding."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        where = f"{path} is " if path else ""
+        raise ValueError(
+            f"{where}not valid Unicode: lone surrogate at position {error.start}"
+        ) from None
 
 
 def _not_blank(value: str) -> str:
@@ -61,6 +75,7 @@ def _check_json(value: Any, path: str) -> None:
             raise ValueError(
                 f"{path or 'value'} contains a NUL character (jsonb cannot store \\u0000)"
             )
+        _check_encodable(value, path or "value")
     elif isinstance(value, bool) or value is None or isinstance(value, int):
         return
     elif isinstance(value, float):
@@ -72,6 +87,7 @@ def _check_json(value: Any, path: str) -> None:
                 raise ValueError(f"{path}{key!r}: JSON object keys must be strings")
             if "\x00" in key:
                 raise ValueError(f"{path}: key {key!r} contains a NUL character")
+            _check_encodable(key, f"{path} key".strip())
             _check_json(item, f"{path}.{key}" if path else key)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
@@ -82,6 +98,9 @@ def _check_json(value: Any, path: str) -> None:
 
 Text = Annotated[str, AfterValidator(_no_nul)]
 """Any text PostgreSQL can store: no NUL characters."""
+
+NonBlankText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_no_nul)]
+"""Text that is not only white space (an error message, a search query)."""
 
 Title = Annotated[
     str, StringConstraints(max_length=500), AfterValidator(_not_blank), AfterValidator(_no_nul)

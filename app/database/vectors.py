@@ -26,7 +26,9 @@ def _embedding(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
     if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
         raise ValueError("must be a list of floats or a 1-d numpy array")
     try:
-        array = np.asarray(value, dtype=np.float32)
+        # A value beyond float32's range becomes inf (refused below), not a RuntimeWarning.
+        with np.errstate(over="ignore"):
+            array = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
         raise ValueError("must contain only numbers") from None
     if array.ndim != 1 or array.shape[0] != EMBEDDING_DIMENSIONS:

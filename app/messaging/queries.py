@@ -1,141 +1,33 @@
-"""Schema `messaging`: chats and their messages.
+"""Query functions of schema `messaging`: chats and their messages.
 
-Row models, input models, SQL constants, then the query functions in the order of
-DESIGN.md's API list. Every function takes the caller's connection and never commits.
+SQL constants first, then the functions in the order of DESIGN.md's API list. Every function
+takes the caller's connection and never commits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import ValidationError
 
 from app.database.errors import InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
-from app.database.rows import model_rows
-from app.database.validation import (
-    InputModel,
-    JsonObject,
-    Text,
-    Title,
-    as_uuid,
-    invalid_input,
-    validated,
+from app.database.rows import model_rows, returned
+from app.database.validation import as_uuid, invalid_input, validated
+from app.messaging.models import (
+    UNSET,
+    Chat,
+    ChatCreate,
+    ChatUpdate,
+    EmbeddingInput,
+    Message,
+    MessageCreate,
 )
-from app.database.vectors import EMBEDDING_DIMENSIONS, Embedding
-
-__all__ = [
-    "EMBEDDING_DIMENSIONS",
-    "Chat",
-    "ChatCreate",
-    "ChatUpdate",
-    "Message",
-    "MessageCreate",
-    "Role",
-    "add_message",
-    "add_messages",
-    "count_messages",
-    "create_chat",
-    "delete_chat",
-    "delete_message",
-    "get_chat",
-    "get_message",
-    "list_chats",
-    "list_messages",
-    "set_message_embedding",
-    "update_chat",
-]
-
-Role = Literal["system", "user", "assistant", "tool"]
-
-T = TypeVar("T")
-
-
-class _Unset:
-    """Marks an argument that was not given (None is a value: it clears the column)."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-
-# Row models -------------------------------------------------------------------------------
-
-
-class Chat(BaseModel):
-    """A row of messaging.chats."""
-
-    id: UUID
-    owner_id: UUID
-    title: str | None
-    metadata: dict[str, Any]
-    last_message_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
-
-    @property
-    def last_activity_at(self) -> datetime:
-        """When the chat last changed hands: its newest message, else its creation."""
-        return self.last_message_at or self.created_at
-
-
-class Message(BaseModel):
-    """A row of messaging.messages (without the generated full-text column)."""
-
-    id: UUID
-    chat_id: UUID
-    owner_id: UUID
-    role: Role
-    content: str
-    embedding: list[float] | None
-    token_count: int | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
-
-
-# Input models -----------------------------------------------------------------------------
-
-
-class ChatCreate(InputModel):
-    owner_id: UUID
-    title: Title | None = None
-    metadata: JsonObject = Field(default_factory=dict)
-
-
-class ChatUpdate(InputModel):
-    title: Title | None = None
-    metadata: JsonObject = Field(default_factory=dict)
-
-
-class MessageCreate(InputModel):
-    """One message to add; `add_messages` takes a sequence of these."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    chat_id: UUID
-    role: Role
-    content: Text
-    embedding: Embedding | None = None
-    token_count: NonNegativeInt | None = None
-    metadata: JsonObject = Field(default_factory=dict)
-    created_at: AwareDatetime | None = None
-
-
-class _EmbeddingInput(InputModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    embedding: Embedding
-
 
 # SQL --------------------------------------------------------------------------------------
 
@@ -194,18 +86,22 @@ LIMIT %(limit)s
 
 # Locks the chat row (UPDATE) so concurrent messages of one chat are stamped in commit
 # order; clock_timestamp(), not now(), so messages added in one transaction keep their order.
+# The same stamp is the message's created_at and updated_at; last_message_at never goes back.
 INSERT_MESSAGE = """
-WITH chat AS (
+WITH stamp AS (
+    SELECT clock_timestamp() AS at
+), chat AS (
     UPDATE messaging.chats
-    SET last_message_at = clock_timestamp()
+    SET last_message_at = GREATEST(last_message_at, stamp.at)
+    FROM stamp
     WHERE id = %(chat_id)s
       AND deleted_at IS NULL
-    RETURNING id, owner_id, last_message_at
+    RETURNING chats.id, chats.owner_id, stamp.at
 )
 INSERT INTO messaging.messages
-    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, updated_at)
 SELECT chat.id, chat.owner_id, %(role)s, %(content)s, %(embedding)s, %(token_count)s,
-       %(metadata)s, COALESCE(%(created_at)s, chat.last_message_at)
+       %(metadata)s, chat.at, chat.at
 FROM chat
 RETURNING id, chat_id, owner_id, role, content, embedding, token_count, metadata,
        created_at, updated_at, deleted_at
@@ -223,11 +119,21 @@ FOR KEY SHARE
 
 COPY_MESSAGES = """
 COPY messaging.messages
-    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, updated_at)
 FROM STDIN (FORMAT BINARY)
 """
 
-COPY_MESSAGES_TYPES = ["uuid", "uuid", "varchar", "text", "vector", "int4", "jsonb", "timestamptz"]
+COPY_MESSAGES_TYPES = [
+    "uuid",
+    "uuid",
+    "varchar",
+    "text",
+    "vector",
+    "int4",
+    "jsonb",
+    "timestamptz",
+    "timestamptz",
+]
 
 UPDATE_CHATS_LAST_MESSAGE_AT = """
 UPDATE messaging.chats AS chat
@@ -281,6 +187,15 @@ WHERE id = %s
 RETURNING id
 """
 
+# Backfill: one statement for a whole batch; the vectors travel as one binary vector[].
+UPDATE_MESSAGE_EMBEDDINGS = """
+UPDATE messaging.messages AS message
+SET embedding = batch.embedding
+FROM unnest(%s::uuid[], %s::public.vector[]) AS batch (id, embedding)
+WHERE message.id = batch.id
+  AND message.deleted_at IS NULL
+"""
+
 FIRST_PAGE_AT = "infinity"
 LAST_UUID = UUID(int=(1 << 128) - 1)
 
@@ -304,7 +219,7 @@ async def create_chat(
     params = {"owner_id": data.owner_id, "title": data.title, "metadata": Jsonb(data.metadata)}
     async with conn.cursor(row_factory=CHAT_ROW) as cursor:
         await cursor.execute(INSERT_CHAT, params)
-        return _returned(await cursor.fetchone())
+        return returned(await cursor.fetchone())
 
 
 @database_errors
@@ -450,6 +365,7 @@ async def add_messages(
                         item.token_count,
                         Jsonb(item.metadata),
                         created_at,
+                        created_at,
                     )
                 )
         await conn.execute(UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())])
@@ -519,12 +435,37 @@ async def set_message_embedding(
     conn: AsyncConnection[Any], message_id: UUID, embedding: Any
 ) -> None:
     """Store the embedding of a live message (list of floats or numpy array)."""
-    data = validated(_EmbeddingInput, embedding=embedding)
+    data = validated(EmbeddingInput, embedding=embedding)
     cursor = await conn.execute(
         UPDATE_MESSAGE_EMBEDDING, [data.embedding, as_uuid(message_id, "message_id")]
     )
     if await cursor.fetchone() is None:
         raise NotFoundError(f"message {message_id} not found")
+
+
+@database_errors
+async def set_message_embeddings(
+    conn: AsyncConnection[Any], embeddings: Mapping[UUID, Any] | Sequence[tuple[UUID, Any]]
+) -> int:
+    """Store many embeddings at once (message id → vector); return how many live messages
+    were updated. Every vector is validated before anything is written.
+
+    Each row updated also updates the HNSW index; to embed a large backlog, drop and rebuild
+    the index around it, or run this in batches of a few thousand.
+    """
+    pairs = list(embeddings.items()) if isinstance(embeddings, Mapping) else list(embeddings)
+    ids, vectors = [], []
+    for index, (message_id, embedding) in enumerate(pairs):
+        ids.append(as_uuid(message_id, f"embeddings[{index}].message_id"))
+        try:
+            vectors.append(EmbeddingInput(embedding=embedding).embedding)
+        except ValidationError as error:
+            problem = invalid_input(error)
+            raise InvalidInputError(f"embeddings[{index}].{problem}", field=problem.field) from None
+    if not ids:
+        return 0
+    cursor = await conn.execute(UPDATE_MESSAGE_EMBEDDINGS, [ids, vectors], binary=True)
+    return cursor.rowcount
 
 
 # Helpers ----------------------------------------------------------------------------------
@@ -538,7 +479,6 @@ def _message_params(data: MessageCreate) -> dict[str, Any]:
         "embedding": data.embedding,
         "token_count": data.token_count,
         "metadata": Jsonb(data.metadata),
-        "created_at": data.created_at,
     }
 
 
@@ -551,10 +491,3 @@ def _message_create(item: MessageCreate | Mapping[str, Any], index: int) -> Mess
         problem = invalid_input(error)
         field = f"messages[{index}].{problem.field}"
         raise InvalidInputError(f"messages[{index}].{problem}", field=field) from None
-
-
-def _returned(row: T | None) -> T:
-    """The row of an INSERT … RETURNING, which always returns one."""
-    if row is None:
-        raise RuntimeError("INSERT … RETURNING returned no row")
-    return row

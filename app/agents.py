@@ -1,0 +1,696 @@
+"""Schema `agents`: executions, the runs of agents and the job queue they wait in.
+
+Producers enqueue executions; workers claim the queue head (FOR UPDATE SKIP LOCKED), then
+complete, fail (retried with exponential backoff while attempts remain) or see them
+cancelled. Row models, input models, SQL constants, then the query functions in the order of
+DESIGN.md's API list. Every function takes the caller's connection and never commits.
+
+State machine (every other transition raises ConflictError naming the current status):
+
+    queued  --claim-->  running  --complete-->  succeeded
+    running --fail, attempts left-->  queued      (run_after pushed into the future)
+    running --fail, none left / retry=False-->  failed
+    running --no heartbeat--> queued / failed     (requeue_stale_executions)
+    queued | running  --cancel-->  cancelled      (running: is_cancel_requested is set too)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal, NoReturn, get_args
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+
+from app.database.errors import ConflictError, NotFoundError, database_errors
+from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
+from app.database.rows import model_rows
+from app.database.validation import (
+    InputModel,
+    JsonObject,
+    JsonValue,
+    Name,
+    Text,
+    as_uuid,
+    validated,
+)
+
+__all__ = [
+    "EXECUTION_STATUSES",
+    "NOTIFY_CHANNEL",
+    "Execution",
+    "ExecutionCreate",
+    "ExecutionStats",
+    "ExecutionStatus",
+    "cancel_execution",
+    "claim_next_execution",
+    "complete_execution",
+    "enqueue_execution",
+    "execution_stats",
+    "fail_execution",
+    "get_execution",
+    "list_executions",
+    "requeue_stale_executions",
+]
+
+ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
+
+NOTIFY_CHANNEL = "agentdb_executions"
+"""The channel every enqueue notifies (payload: the agent_name); workers LISTEN on it."""
+
+INT32_MAX = 2**31 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Cost = Annotated[Decimal, Field(ge=0, lt=1_000_000, allow_inf_nan=False)]
+"""US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth."""
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+ErrorText = Annotated[Text, AfterValidator(_not_blank)]
+"""An error message: any text without NUL characters, not only white space."""
+
+
+# Row models -------------------------------------------------------------------------------
+
+
+class Execution(BaseModel):
+    """A row of agents.executions."""
+
+    id: UUID
+    chat_id: UUID | None
+    message_id: UUID | None
+    todo_id: UUID | None
+    agent_name: str
+    status: ExecutionStatus
+    priority: int
+    run_after: datetime
+    dedupe_key: str | None
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: Decimal | None
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    heartbeat_at: datetime | None
+    is_cancel_requested: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExecutionStats(BaseModel):
+    """Numbers about the executions an `execution_stats` call selected.
+
+    Durations are `timedelta`s of finished_at - started_at over succeeded and failed
+    executions (a retried run counts its last attempt); None when there are none.
+    """
+
+    counts: dict[ExecutionStatus, int]
+    total: int
+    success_rate: float | None
+    """succeeded / (succeeded + failed); None while neither happened."""
+    p50_duration: timedelta | None
+    p95_duration: timedelta | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+
+
+# Input models -----------------------------------------------------------------------------
+
+
+class ExecutionCreate(InputModel):
+    agent_name: Name
+    input: JsonObject = Field(default_factory=dict)
+    chat_id: UUID | None = None
+    message_id: UUID | None = None
+    todo_id: UUID | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=INT32_MAX)] = 3
+    priority: Int32 = 0
+    run_after: AwareDatetime | None = None
+    dedupe_key: Name | None = None
+
+
+class _Claim(InputModel):
+    worker_id: Name
+    agent_names: Annotated[list[Name], Field(min_length=1)] | None = None
+
+
+class _Completion(InputModel):
+    output: JsonValue | None = None
+    model: Name | None = None
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
+    cost_usd: Cost | None = None
+
+
+class _Failure(InputModel):
+    error: ErrorText
+    retry: bool = True
+    retry_in: Annotated[timedelta, Field(ge=timedelta(0))] | None = None
+
+
+class _ListFilter(InputModel):
+    chat_id: UUID | None = None
+    agent_name: Name | None = None
+    status: ExecutionStatus | None = None
+
+
+class _StaleCheck(InputModel):
+    older_than: Annotated[timedelta, Field(gt=timedelta(0))]
+
+
+class _StatsFilter(InputModel):
+    agent_name: Name | None = None
+    since: AwareDatetime | None = None
+
+
+# SQL --------------------------------------------------------------------------------------
+
+# The partial unique index uq_executions_agent_name_dedupe_key is the arbiter: a live
+# duplicate makes this insert nothing (the caller then reads the live row). ON CONFLICT waits
+# for a concurrent inserter of the same key to commit, so two producers never both insert.
+# The notification is sent only for a row really inserted, and delivered at commit.
+INSERT_EXECUTION = """
+WITH inserted AS (
+    INSERT INTO agents.executions
+        (agent_name, input, chat_id, message_id, todo_id, max_attempts, priority, run_after,
+         dedupe_key)
+    VALUES (%(agent_name)s, %(input)s, %(chat_id)s, %(message_id)s, %(todo_id)s,
+            %(max_attempts)s, %(priority)s, COALESCE(%(run_after)s, now()), %(dedupe_key)s)
+    ON CONFLICT (agent_name, dedupe_key)
+        WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+        DO NOTHING
+    RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+        dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+        attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+        finished_at, created_at, updated_at
+)
+SELECT inserted.*
+FROM inserted
+CROSS JOIN LATERAL pg_notify('agentdb_executions', inserted.agent_name)
+"""
+
+# The live execution that made INSERT_EXECUTION insert nothing (found through
+# uq_executions_agent_name_dedupe_key). A separate statement, so it sees the row a
+# concurrent producer committed after this transaction's INSERT began.
+SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY = """
+SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+       finished_at, created_at, updated_at
+FROM agents.executions
+WHERE agent_name = %s
+  AND dedupe_key = %s
+  AND status IN ('queued', 'running')
+"""
+
+# The queue head in idx_executions_priority_run_after_created_at order. SKIP LOCKED: a row
+# another worker is claiming right now is passed over instead of waited for, so concurrent
+# workers each take a different row and none blocks. The agent_names filter is a plain
+# predicate on the index scan (the index, not the filter, serves the ORDER BY … LIMIT 1).
+CLAIM_NEXT_EXECUTION = """
+UPDATE agents.executions
+SET status = 'running',
+    attempt = attempt + 1,
+    worker_id = %(worker_id)s,
+    started_at = now(),
+    heartbeat_at = now(),
+    finished_at = NULL
+WHERE id = (
+    SELECT id
+    FROM agents.executions
+    WHERE status = 'queued'
+      AND run_after <= now()
+      AND (%(agent_names)s::varchar[] IS NULL OR agent_name = ANY(%(agent_names)s::varchar[]))
+    ORDER BY priority DESC, run_after, created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+    finished_at, created_at, updated_at
+"""
+
+# Transitions are conditional updates: the status test and the write are one atomic step.
+# finished_at is never before started_at, even when this transaction began before the
+# claim it waited for (now() is the transaction's start; ck_executions_started_before_finished).
+COMPLETE_EXECUTION = """
+UPDATE agents.executions
+SET status = 'succeeded',
+    output = %(output)s,
+    model = %(model)s,
+    prompt_tokens = %(prompt_tokens)s,
+    completion_tokens = %(completion_tokens)s,
+    cost_usd = %(cost_usd)s,
+    finished_at = GREATEST(now(), started_at)
+WHERE id = %(execution_id)s
+  AND status = 'running'
+RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+    finished_at, created_at, updated_at
+"""
+
+# Requeued while attempts remain, after retry_in or else an exponential backoff with jitter:
+# 2^attempt seconds (the exponent capped so power() cannot overflow, the delay at an hour),
+# times a random factor in [0.5, 1) so runs that failed together do not retry together.
+FAIL_EXECUTION = """
+UPDATE agents.executions
+SET status = CASE WHEN %(retry)s AND attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+    error = %(error)s,
+    run_after = CASE
+        WHEN %(retry)s AND attempt < max_attempts THEN now() + COALESCE(
+            %(retry_in)s::interval,
+            make_interval(secs => LEAST(3600, power(2, LEAST(attempt, 12)))
+                                  * (0.5 + random() * 0.5)))
+        ELSE run_after
+    END,
+    finished_at = CASE
+        WHEN %(retry)s AND attempt < max_attempts THEN NULL
+        ELSE GREATEST(now(), started_at)
+    END
+WHERE id = %(execution_id)s
+  AND status = 'running'
+RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+    finished_at, created_at, updated_at
+"""
+
+# SET reads the row as it was: a running execution keeps is_cancel_requested = true so its
+# worker learns on its next heartbeat that it should stop.
+CANCEL_EXECUTION = """
+UPDATE agents.executions
+SET status = 'cancelled',
+    is_cancel_requested = is_cancel_requested OR status = 'running',
+    finished_at = GREATEST(now(), started_at)
+WHERE id = %s
+  AND status IN ('queued', 'running')
+RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+    finished_at, created_at, updated_at
+"""
+
+# After a conditional update matched nothing: tells a missing row from one in another state.
+SELECT_EXECUTION_STATUS = """
+SELECT status
+FROM agents.executions
+WHERE id = %s
+"""
+
+SELECT_EXECUTION = """
+SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+       finished_at, created_at, updated_at
+FROM agents.executions
+WHERE id = %s
+"""
+
+# Three keyset pages, newest first, one per leading filter, so that even a generic plan of a
+# prepared statement walks the right index: chat_id → idx_executions_chat_id_created_at,
+# agent_name → idx_executions_agent_name_created_at, neither → idx_executions_created_at.
+# The filters that do not pick the index are plain predicates on the rows it returns. The
+# cursor is the last row's (created_at, id); the first page starts at ('infinity', max uuid).
+SELECT_EXECUTIONS_PAGE_BY_CHAT = """
+SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+       finished_at, created_at, updated_at
+FROM agents.executions
+WHERE chat_id = %(chat_id)s
+  AND (%(agent_name)s::varchar IS NULL OR agent_name = %(agent_name)s)
+  AND (%(status)s::varchar IS NULL OR status = %(status)s)
+  AND (created_at, id) < (%(before_created_at)s, %(before_id)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+SELECT_EXECUTIONS_PAGE_BY_AGENT = """
+SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+       finished_at, created_at, updated_at
+FROM agents.executions
+WHERE agent_name = %(agent_name)s
+  AND (%(status)s::varchar IS NULL OR status = %(status)s)
+  AND (created_at, id) < (%(before_created_at)s, %(before_id)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+SELECT_EXECUTIONS_PAGE = """
+SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
+       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
+       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
+       finished_at, created_at, updated_at
+FROM agents.executions
+WHERE (%(status)s::varchar IS NULL OR status = %(status)s)
+  AND (created_at, id) < (%(before_created_at)s, %(before_id)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+# Scans the partial index idx_executions_heartbeat_at, which holds running rows only and so
+# stays as small as the number of runs in flight. started_at stands in for a heartbeat never
+# written. A worker's concurrent heartbeat wins: the UPDATE re-checks the condition on the
+# row version it waited for.
+REQUEUE_STALE_EXECUTIONS = """
+UPDATE agents.executions
+SET status = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+    error = 'stale: no heartbeat since '
+            || COALESCE(heartbeat_at, started_at)::text
+            || ' from worker ' || COALESCE(worker_id, 'unknown'),
+    run_after = CASE WHEN attempt < max_attempts THEN now() ELSE run_after END,
+    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE GREATEST(now(), started_at) END
+WHERE status = 'running'
+  AND (heartbeat_at < now() - %(older_than)s::interval
+       OR (heartbeat_at IS NULL AND started_at < now() - %(older_than)s::interval))
+"""
+
+# One pass over the selected rows. With an agent_name the range scan is on
+# idx_executions_agent_name_created_at; without, on idx_executions_created_at (or a
+# sequential scan when `since` selects most of the table). `since` defaults to '-infinity'.
+EXECUTION_STATS = """
+SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY finished_at - started_at)
+           FILTER (WHERE status IN ('succeeded', 'failed')) AS p50_duration,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY finished_at - started_at)
+           FILTER (WHERE status IN ('succeeded', 'failed')) AS p95_duration,
+       COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
+       COALESCE(sum(completion_tokens), 0) AS completion_tokens,
+       COALESCE(sum(cost_usd), 0) AS cost_usd
+FROM agents.executions
+WHERE created_at >= %(since)s
+"""
+
+EXECUTION_STATS_FOR_AGENT = """
+SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY finished_at - started_at)
+           FILTER (WHERE status IN ('succeeded', 'failed')) AS p50_duration,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY finished_at - started_at)
+           FILTER (WHERE status IN ('succeeded', 'failed')) AS p95_duration,
+       COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
+       COALESCE(sum(completion_tokens), 0) AS completion_tokens,
+       COALESCE(sum(cost_usd), 0) AS cost_usd
+FROM agents.executions
+WHERE agent_name = %(agent_name)s
+  AND created_at >= %(since)s
+"""
+
+FIRST_PAGE_AT = "infinity"
+LAST_UUID = UUID(int=(1 << 128) - 1)
+ALL_TIME = "-infinity"
+
+# A dedupe_key's live execution can finish between our INSERT and SELECT; then we insert
+# again. Each round needs another producer to finish a run in that gap: a few suffice.
+ENQUEUE_ROUNDS = 5
+
+EXECUTION_ROW = model_rows(Execution)
+
+
+# Query functions --------------------------------------------------------------------------
+
+
+@database_errors
+async def enqueue_execution(
+    conn: AsyncConnection[Any],
+    *,
+    agent_name: str,
+    input: Mapping[str, Any] | None = None,
+    chat_id: UUID | None = None,
+    message_id: UUID | None = None,
+    todo_id: UUID | None = None,
+    max_attempts: int = 3,
+    priority: int = 0,
+    run_after: datetime | None = None,
+    dedupe_key: str | None = None,
+) -> Execution:
+    """Queue a run of `agent_name`; with a `dedupe_key`, return its live execution if any."""
+    data = validated(
+        ExecutionCreate,
+        agent_name=agent_name,
+        input=input if input is not None else {},
+        chat_id=chat_id,
+        message_id=message_id,
+        todo_id=todo_id,
+        max_attempts=max_attempts,
+        priority=priority,
+        run_after=run_after,
+        dedupe_key=dedupe_key,
+    )
+    params = {
+        "agent_name": data.agent_name,
+        "input": Jsonb(data.input),
+        "chat_id": data.chat_id,
+        "message_id": data.message_id,
+        "todo_id": data.todo_id,
+        "max_attempts": data.max_attempts,
+        "priority": data.priority,
+        "run_after": data.run_after,
+        "dedupe_key": data.dedupe_key,
+    }
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        for _ in range(ENQUEUE_ROUNDS):
+            await cursor.execute(INSERT_EXECUTION, params)
+            execution = await cursor.fetchone()
+            if execution is not None:
+                return execution
+            await cursor.execute(
+                SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY, [data.agent_name, data.dedupe_key]
+            )
+            execution = await cursor.fetchone()
+            if execution is not None:
+                return execution
+    raise ConflictError(
+        f"dedupe_key: the live execution of {data.agent_name!r} with key {data.dedupe_key!r} "
+        "kept changing; retry",
+        field="dedupe_key",
+    )
+
+
+@database_errors
+async def claim_next_execution(
+    conn: AsyncConnection[Any],
+    *,
+    worker_id: str,
+    agent_names: Sequence[str] | None = None,
+) -> Execution | None:
+    """Move the queue head (of `agent_names`, else any agent) to running for `worker_id`."""
+    data = validated(_Claim, worker_id=worker_id, agent_names=agent_names)
+    params = {"worker_id": data.worker_id, "agent_names": data.agent_names}
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        await cursor.execute(CLAIM_NEXT_EXECUTION, params)
+        return await cursor.fetchone()
+
+
+@database_errors
+async def complete_execution(
+    conn: AsyncConnection[Any],
+    execution_id: UUID,
+    *,
+    output: Any = None,
+    model: str | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    cost_usd: Decimal | float | None = None,
+) -> Execution:
+    """Mark a running execution succeeded, with its output and usage."""
+    execution_id = as_uuid(execution_id, "execution_id")
+    data = validated(
+        _Completion,
+        output=output,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
+    )
+    params = {
+        "execution_id": execution_id,
+        "output": Jsonb(data.output) if data.output is not None else None,
+        "model": data.model,
+        "prompt_tokens": data.prompt_tokens,
+        "completion_tokens": data.completion_tokens,
+        "cost_usd": data.cost_usd,
+    }
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        await cursor.execute(COMPLETE_EXECUTION, params)
+        execution = await cursor.fetchone()
+    if execution is None:
+        await _refuse_transition(conn, execution_id, "complete")
+    return execution
+
+
+@database_errors
+async def fail_execution(
+    conn: AsyncConnection[Any],
+    execution_id: UUID,
+    *,
+    error: str,
+    retry: bool = True,
+    retry_in: timedelta | None = None,
+) -> Execution:
+    """Record a failed attempt: back to queued while `retry` and attempts remain, else failed.
+
+    A retry waits `retry_in` (for example a provider's Retry-After), else 2^attempt seconds
+    (at most an hour) times a random factor in [0.5, 1).
+    """
+    execution_id = as_uuid(execution_id, "execution_id")
+    data = validated(_Failure, error=error, retry=retry, retry_in=retry_in)
+    params = {
+        "execution_id": execution_id,
+        "error": data.error,
+        "retry": data.retry,
+        "retry_in": data.retry_in,
+    }
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        await cursor.execute(FAIL_EXECUTION, params)
+        execution = await cursor.fetchone()
+    if execution is None:
+        await _refuse_transition(conn, execution_id, "fail")
+    return execution
+
+
+@database_errors
+async def cancel_execution(conn: AsyncConnection[Any], execution_id: UUID) -> Execution:
+    """Cancel a queued or running execution (a running one's worker is asked to stop)."""
+    execution_id = as_uuid(execution_id, "execution_id")
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        await cursor.execute(CANCEL_EXECUTION, [execution_id])
+        execution = await cursor.fetchone()
+    if execution is None:
+        await _refuse_transition(conn, execution_id, "cancel")
+    return execution
+
+
+@database_errors
+async def get_execution(conn: AsyncConnection[Any], execution_id: UUID) -> Execution | None:
+    """The execution, or None if it does not exist."""
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        await cursor.execute(SELECT_EXECUTION, [as_uuid(execution_id, "execution_id")])
+        return await cursor.fetchone()
+
+
+@database_errors
+async def list_executions(
+    conn: AsyncConnection[Any],
+    *,
+    chat_id: UUID | None = None,
+    agent_name: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Execution]:
+    """Executions matching every filter given, newest first."""
+    data = validated(_ListFilter, chat_id=chat_id, agent_name=agent_name, status=status)
+    check_limit(limit)
+    before_created_at, before_id = (
+        decode_cursor(cursor, datetime.fromisoformat, UUID)
+        if cursor
+        else (FIRST_PAGE_AT, LAST_UUID)
+    )
+    params = {
+        "chat_id": data.chat_id,
+        "agent_name": data.agent_name,
+        "status": data.status,
+        "before_created_at": before_created_at,
+        "before_id": before_id,
+        "limit": limit + 1,
+    }
+    if data.chat_id is not None:
+        query = SELECT_EXECUTIONS_PAGE_BY_CHAT
+    elif data.agent_name is not None:
+        query = SELECT_EXECUTIONS_PAGE_BY_AGENT
+    else:
+        query = SELECT_EXECUTIONS_PAGE
+    async with conn.cursor(row_factory=EXECUTION_ROW) as db_cursor:
+        await db_cursor.execute(query, params)
+        rows = await db_cursor.fetchall()
+    return page_of(
+        rows, limit, lambda execution: encode_cursor(execution.created_at.isoformat(), execution.id)
+    )
+
+
+@database_errors
+async def requeue_stale_executions(conn: AsyncConnection[Any], *, older_than: timedelta) -> int:
+    """Take back running executions silent for `older_than`; return how many changed.
+
+    Each goes back to queued (runnable at once) if attempts remain, else ends as failed;
+    either way `error` says it went stale.
+    """
+    data = validated(_StaleCheck, older_than=older_than)
+    cursor = await conn.execute(REQUEUE_STALE_EXECUTIONS, {"older_than": data.older_than})
+    return cursor.rowcount
+
+
+@database_errors
+async def execution_stats(
+    conn: AsyncConnection[Any],
+    *,
+    agent_name: str | None = None,
+    since: datetime | None = None,
+) -> ExecutionStats:
+    """Counts by status, success rate, p50/p95 duration, tokens and cost of the executions
+    created at or after `since` (of `agent_name`, else of every agent)."""
+    data = validated(_StatsFilter, agent_name=agent_name, since=since)
+    params = {"agent_name": data.agent_name, "since": data.since or ALL_TIME}
+    query = EXECUTION_STATS if data.agent_name is None else EXECUTION_STATS_FOR_AGENT
+    cursor = await conn.execute(query, params)
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("an aggregate without GROUP BY returned no row")
+    counts: dict[ExecutionStatus, int] = dict(zip(EXECUTION_STATUSES, row[:5], strict=True))
+    p50, p95, prompt_tokens, completion_tokens, cost_usd = row[5:]
+    finished = counts["succeeded"] + counts["failed"]
+    return ExecutionStats(
+        counts=counts,
+        total=sum(counts.values()),
+        success_rate=counts["succeeded"] / finished if finished else None,
+        p50_duration=p50,
+        p95_duration=p95,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
+    )
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+async def _refuse_transition(
+    conn: AsyncConnection[Any], execution_id: UUID, action: str
+) -> NoReturn:
+    """Raise why a conditional transition matched no row: missing, or in another status."""
+    cursor = await conn.execute(SELECT_EXECUTION_STATUS, [execution_id])
+    row = await cursor.fetchone()
+    if row is None:
+        raise NotFoundError(f"execution {execution_id} not found")
+    raise ConflictError(
+        f"status: cannot {action} execution {execution_id}: it is {row[0]}", field="status"
+    )

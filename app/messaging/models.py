@@ -1,0 +1,120 @@
+"""Row and input models of schema `messaging`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
+
+from app.database.validation import InputModel, JsonObject, NonBlankText, Text, Title
+from app.database.vectors import Embedding
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class _Unset:
+    """Marks an argument that was not given (None is a value: it clears the column)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+# Row models -------------------------------------------------------------------------------
+
+
+class Chat(BaseModel):
+    """A row of messaging.chats."""
+
+    id: UUID
+    owner_id: UUID
+    title: str | None
+    metadata: dict[str, Any]
+    last_message_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+    @property
+    def last_activity_at(self) -> datetime:
+        """When the chat last changed hands: its newest message, else its creation."""
+        return self.last_message_at or self.created_at
+
+
+class Message(BaseModel):
+    """A row of messaging.messages (without the generated full-text column)."""
+
+    id: UUID
+    chat_id: UUID
+    owner_id: UUID
+    role: Role
+    content: str
+    embedding: list[float] | None
+    token_count: int | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+# Input models -----------------------------------------------------------------------------
+
+
+class ChatCreate(InputModel):
+    owner_id: UUID
+    title: Title | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class ChatUpdate(InputModel):
+    title: Title | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class MessageCreate(InputModel):
+    """One message to add; `add_messages` takes a sequence of these."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    chat_id: UUID
+    role: Role
+    content: Text
+    embedding: Embedding | None = None
+    token_count: NonNegativeInt | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+    created_at: AwareDatetime | None = None
+
+
+class EmbeddingInput(InputModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    embedding: Embedding
+
+
+class MessageHit(BaseModel):
+    """A search result: the message (its embedding is not loaded) and how well it matched."""
+
+    message: Message
+    similarity: float | None = None
+    """1 - cosine distance to the query embedding; None when only the keywords matched."""
+    score: float | None = None
+    """Hybrid search only: the reciprocal-rank-fusion score (higher is better)."""
+
+
+MAX_SEARCH_LIMIT = 200
+MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+
+
+class SearchInput(InputModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    owner_id: UUID
+    embedding: Embedding
+    chat_id: UUID | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)]
+    ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)]
+    query: NonBlankText | None = None

@@ -1,0 +1,456 @@
+"""Schema `telegram`: a bot's sessions with its users, which are also aiogram 3 FSM storage.
+
+A session is identified by a `SessionKey`: the six parts of aiogram's `StorageKey` (bot,
+chat, user, forum topic, business connection, destiny), so an aiogram `BaseStorage` maps onto
+`set_state` / `get_state` / `set_data` / `get_data` / `update_data` one to one.
+
+Row models, input models, SQL constants, then the query functions in the order of
+DESIGN.md's API list. Every function takes the caller's connection and never commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field, StrictInt, StringConstraints
+
+from app.database.errors import (
+    ForeignKeyError,
+    InvalidInputError,
+    NotFoundError,
+    database_errors,
+)
+from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
+from app.database.rows import model_rows
+from app.database.validation import InputModel, JsonObject, Name, Text, as_uuid, validated
+
+__all__ = [
+    "SessionKey",
+    "SessionUpsert",
+    "TelegramSession",
+    "deactivate_session",
+    "get_data",
+    "get_session",
+    "get_state",
+    "link_chat",
+    "list_active_sessions",
+    "set_data",
+    "set_state",
+    "update_data",
+    "upsert_session",
+]
+
+BigInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+"""A Telegram id: an int (not a bool or a numeric string) that fits PostgreSQL's bigint."""
+
+Destiny = Annotated[Name, StringConstraints(max_length=100)]
+BusinessConnectionId = Name
+Username = Annotated[Name, StringConstraints(max_length=64)]
+LanguageCode = Annotated[Name, StringConstraints(max_length=35)]
+State = Annotated[Text, StringConstraints(max_length=500)]
+
+
+# Keys and row models ----------------------------------------------------------------------
+
+
+class _SessionKeyInput(InputModel):
+    bot_id: BigInt
+    telegram_chat_id: BigInt
+    telegram_user_id: BigInt
+    thread_id: BigInt | None
+    business_connection_id: BusinessConnectionId | None
+    destiny: Destiny
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """The identity of a session: aiogram 3's `StorageKey`, part for part.
+
+    `telegram_chat_id` and `telegram_user_id` are aiogram's `chat_id` and `user_id` (Telegram
+    ids, not agentdb ids). Frozen and hashable; invalid parts raise InvalidInputError.
+    """
+
+    bot_id: int
+    telegram_chat_id: int
+    telegram_user_id: int
+    thread_id: int | None = None
+    business_connection_id: str | None = None
+    destiny: str = "default"
+
+    def __post_init__(self) -> None:
+        validated(
+            _SessionKeyInput,
+            bot_id=self.bot_id,
+            telegram_chat_id=self.telegram_chat_id,
+            telegram_user_id=self.telegram_user_id,
+            thread_id=self.thread_id,
+            business_connection_id=self.business_connection_id,
+            destiny=self.destiny,
+        )
+
+
+class TelegramSession(BaseModel):
+    """A row of telegram.sessions."""
+
+    id: UUID
+    bot_id: int
+    telegram_chat_id: int
+    telegram_user_id: int
+    thread_id: int | None
+    business_connection_id: str | None
+    destiny: str
+    chat_id: UUID | None
+    username: str | None
+    language_code: str | None
+    state: str | None
+    data: dict[str, Any]
+    is_active: bool
+    last_seen_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def key(self) -> SessionKey:
+        """The session's FSM storage key."""
+        return SessionKey(
+            self.bot_id,
+            self.telegram_chat_id,
+            self.telegram_user_id,
+            self.thread_id,
+            self.business_connection_id,
+            self.destiny,
+        )
+
+
+# Input models -----------------------------------------------------------------------------
+
+
+class SessionUpsert(InputModel):
+    username: Username | None = None
+    language_code: LanguageCode | None = None
+
+
+class _StateInput(InputModel):
+    state: State | None
+
+
+class _DataInput(InputModel):
+    data: JsonObject
+
+
+class _PatchInput(InputModel):
+    patch: JsonObject
+
+
+class _BotInput(InputModel):
+    bot_id: BigInt
+
+
+# SQL --------------------------------------------------------------------------------------
+#
+# A key is matched with IS NOT DISTINCT FROM on thread_id and business_connection_id, so a
+# NULL matches NULL exactly as uq_sessions_fsm_key (UNIQUE NULLS NOT DISTINCT) counts it. The
+# equalities on the constraint's three leading columns find the user's few rows in its index.
+# Writes that may create the row are INSERT … ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key:
+# one statement, no read-then-write race between two updates of a new user.
+
+# None keeps what is stored: Telegram omits a username the bot cannot see; last_seen_at and
+# is_active say that the user is back.
+UPSERT_SESSION = """
+INSERT INTO telegram.sessions
+    (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
+     username, language_code)
+VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
+        %(business_connection_id)s, %(destiny)s, %(username)s, %(language_code)s)
+ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
+SET username = COALESCE(EXCLUDED.username, sessions.username),
+    language_code = COALESCE(EXCLUDED.language_code, sessions.language_code),
+    is_active = true,
+    last_seen_at = now()
+RETURNING id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
+          destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
+          created_at, updated_at
+"""
+
+# Inactive sessions are returned too (is_active = false): the row and its FSM data are kept.
+SELECT_SESSION = """
+SELECT id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
+       destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
+       created_at, updated_at
+FROM telegram.sessions
+WHERE bot_id = %(bot_id)s
+  AND telegram_chat_id = %(telegram_chat_id)s
+  AND telegram_user_id = %(telegram_user_id)s
+  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
+  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
+  AND destiny = %(destiny)s
+"""
+
+DEACTIVATE_SESSION = """
+UPDATE telegram.sessions
+SET is_active = false
+WHERE bot_id = %(bot_id)s
+  AND telegram_chat_id = %(telegram_chat_id)s
+  AND telegram_user_id = %(telegram_user_id)s
+  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
+  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
+  AND destiny = %(destiny)s
+RETURNING id
+"""
+
+# fk_sessions_chats only knows that the row exists; a soft-deleted chat is gone to callers
+# (get_chat returns None), so it must not be linked either.
+SELECT_LIVE_CHAT = """
+SELECT id
+FROM messaging.chats
+WHERE id = %s
+  AND deleted_at IS NULL
+"""
+
+LINK_CHAT = """
+UPDATE telegram.sessions
+SET chat_id = %(chat_id)s
+WHERE bot_id = %(bot_id)s
+  AND telegram_chat_id = %(telegram_chat_id)s
+  AND telegram_user_id = %(telegram_user_id)s
+  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
+  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
+  AND destiny = %(destiny)s
+RETURNING id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
+          destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
+          created_at, updated_at
+"""
+
+# aiogram sets a state for users it has never stored: the row is created on the way.
+UPSERT_STATE = """
+INSERT INTO telegram.sessions
+    (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
+     state)
+VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
+        %(business_connection_id)s, %(destiny)s, %(state)s)
+ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
+SET state = EXCLUDED.state
+"""
+
+SELECT_STATE = """
+SELECT state
+FROM telegram.sessions
+WHERE bot_id = %(bot_id)s
+  AND telegram_chat_id = %(telegram_chat_id)s
+  AND telegram_user_id = %(telegram_user_id)s
+  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
+  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
+  AND destiny = %(destiny)s
+"""
+
+UPSERT_DATA = """
+INSERT INTO telegram.sessions
+    (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
+     data)
+VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
+        %(business_connection_id)s, %(destiny)s, %(data)s)
+ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
+SET data = EXCLUDED.data
+"""
+
+SELECT_DATA = """
+SELECT data
+FROM telegram.sessions
+WHERE bot_id = %(bot_id)s
+  AND telegram_chat_id = %(telegram_chat_id)s
+  AND telegram_user_id = %(telegram_user_id)s
+  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
+  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
+  AND destiny = %(destiny)s
+"""
+
+# The merge happens in the row lock ON CONFLICT DO UPDATE takes, on the newest committed
+# data: concurrent patches of one session all land (jsonb || is aiogram's shallow
+# dict.update), where a read-modify-write in Python would lose all but the last.
+MERGE_DATA = """
+INSERT INTO telegram.sessions
+    (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
+     data)
+VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
+        %(business_connection_id)s, %(destiny)s, %(patch)s)
+ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
+SET data = sessions.data || EXCLUDED.data
+RETURNING data
+"""
+
+# Keyset page on the partial index idx_sessions_bot_id_last_seen_at (WHERE is_active): the
+# cursor is the last row's (last_seen_at, id); the first page starts from ('infinity', the
+# largest uuid).
+SELECT_ACTIVE_SESSIONS_PAGE = """
+SELECT id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
+       destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
+       created_at, updated_at
+FROM telegram.sessions
+WHERE bot_id = %(bot_id)s
+  AND is_active
+  AND (last_seen_at, id) < (%(after_last_seen_at)s, %(after_id)s)
+ORDER BY last_seen_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+FIRST_PAGE_AT = "infinity"
+LAST_UUID = UUID(int=(1 << 128) - 1)
+
+SESSION_ROW = model_rows(TelegramSession)
+
+
+# Query functions --------------------------------------------------------------------------
+
+
+@database_errors
+async def upsert_session(
+    conn: AsyncConnection[Any],
+    key: SessionKey,
+    *,
+    username: str | None = None,
+    language_code: str | None = None,
+) -> TelegramSession:
+    """Record that the user was seen: create or re-activate the session, touch last_seen_at."""
+    params = _key_params(key)
+    data = validated(SessionUpsert, username=username, language_code=language_code)
+    params |= {"username": data.username, "language_code": data.language_code}
+    async with conn.cursor(row_factory=SESSION_ROW) as cursor:
+        await cursor.execute(UPSERT_SESSION, params)
+        session = await cursor.fetchone()
+    if session is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return session
+
+
+@database_errors
+async def get_session(conn: AsyncConnection[Any], key: SessionKey) -> TelegramSession | None:
+    """The session (active or not), or None if the key has none."""
+    async with conn.cursor(row_factory=SESSION_ROW) as cursor:
+        await cursor.execute(SELECT_SESSION, _key_params(key))
+        return await cursor.fetchone()
+
+
+@database_errors
+async def deactivate_session(conn: AsyncConnection[Any], key: SessionKey) -> None:
+    """Mark the session inactive (kept with its FSM data; upsert_session re-activates it)."""
+    cursor = await conn.execute(DEACTIVATE_SESSION, _key_params(key))
+    if await cursor.fetchone() is None:
+        raise NotFoundError(f"session {key} not found")
+
+
+@database_errors
+async def link_chat(conn: AsyncConnection[Any], key: SessionKey, chat_id: UUID) -> TelegramSession:
+    """Record the session's conversation in the live agentdb chat `chat_id`."""
+    params = _key_params(key) | {"chat_id": as_uuid(chat_id, "chat_id")}
+    async with conn.transaction():
+        cursor = await conn.execute(SELECT_LIVE_CHAT, [params["chat_id"]])
+        if await cursor.fetchone() is None:
+            raise ForeignKeyError(
+                f"chat_id: chat {chat_id} not found",
+                field="chat_id",
+                constraint="fk_sessions_chats",
+            )
+        async with conn.cursor(row_factory=SESSION_ROW) as db_cursor:
+            await db_cursor.execute(LINK_CHAT, params)
+            session = await db_cursor.fetchone()
+    if session is None:
+        raise NotFoundError(f"session {key} not found")
+    return session
+
+
+@database_errors
+async def set_state(conn: AsyncConnection[Any], key: SessionKey, state: str | None) -> None:
+    """Set the FSM state (None: no state), creating the session if it does not exist."""
+    params = _key_params(key)
+    params["state"] = validated(_StateInput, state=state).state
+    await conn.execute(UPSERT_STATE, params)
+
+
+@database_errors
+async def get_state(conn: AsyncConnection[Any], key: SessionKey) -> str | None:
+    """The FSM state, or None (no state, or no session)."""
+    cursor = await conn.execute(SELECT_STATE, _key_params(key))
+    row = await cursor.fetchone()
+    return str(row[0]) if row and row[0] is not None else None
+
+
+@database_errors
+async def set_data(conn: AsyncConnection[Any], key: SessionKey, data: dict[str, Any]) -> None:
+    """Replace the FSM data with `data`, creating the session if it does not exist."""
+    params = _key_params(key)
+    params["data"] = Jsonb(validated(_DataInput, data=data).data)
+    await conn.execute(UPSERT_DATA, params)
+
+
+@database_errors
+async def get_data(conn: AsyncConnection[Any], key: SessionKey) -> dict[str, Any]:
+    """The FSM data ({} when the session does not exist)."""
+    cursor = await conn.execute(SELECT_DATA, _key_params(key))
+    row = await cursor.fetchone()
+    return dict(row[0]) if row else {}
+
+
+@database_errors
+async def update_data(
+    conn: AsyncConnection[Any], key: SessionKey, patch: dict[str, Any]
+) -> dict[str, Any]:
+    """Merge `patch` into the FSM data key by key, atomically; return the merged data."""
+    params = _key_params(key)
+    params["patch"] = Jsonb(validated(_PatchInput, patch=patch).patch)
+    cursor = await conn.execute(MERGE_DATA, params)
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return dict(row[0])
+
+
+@database_errors
+async def list_active_sessions(
+    conn: AsyncConnection[Any],
+    *,
+    bot_id: int,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[TelegramSession]:
+    """The bot's active sessions, most recently seen first."""
+    bot = validated(_BotInput, bot_id=bot_id)
+    check_limit(limit)
+    after_last_seen_at, after_id = (
+        decode_cursor(cursor, datetime.fromisoformat, UUID)
+        if cursor
+        else (FIRST_PAGE_AT, LAST_UUID)
+    )
+    params = {
+        "bot_id": bot.bot_id,
+        "after_last_seen_at": after_last_seen_at,
+        "after_id": after_id,
+        "limit": limit + 1,
+    }
+    async with conn.cursor(row_factory=SESSION_ROW) as db_cursor:
+        await db_cursor.execute(SELECT_ACTIVE_SESSIONS_PAGE, params)
+        rows = await db_cursor.fetchall()
+    return page_of(
+        rows, limit, lambda session: encode_cursor(session.last_seen_at.isoformat(), session.id)
+    )
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def _key_params(key: SessionKey) -> dict[str, Any]:
+    """The six key parameters every statement matches or inserts."""
+    if not isinstance(key, SessionKey):
+        raise InvalidInputError(f"key: must be a SessionKey, got {type(key).__name__}", field="key")
+    return {
+        "bot_id": key.bot_id,
+        "telegram_chat_id": key.telegram_chat_id,
+        "telegram_user_id": key.telegram_user_id,
+        "thread_id": key.thread_id,
+        "business_connection_id": key.business_connection_id,
+        "destiny": key.destiny,
+    }

@@ -1,0 +1,1101 @@
+"""app.messaging against a real server: chats, messages, keyset pages, validation, COPY."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import numpy as np
+import psycopg
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from app import messaging
+from app.database import (
+    DatabaseConfig,
+    DatabaseManager,
+    ForeignKeyError,
+    InvalidInputError,
+    NotFoundError,
+)
+from app.database.errors import translate
+from app.database.pagination import encode_cursor
+from app.messaging import EMBEDDING_DIMENSIONS, Chat, Message, MessageCreate
+
+Conn = psycopg.AsyncConnection[Any]
+
+# Raw SQL the tests use to look behind the public API (whether anything was written at all).
+COUNT_ALL_CHATS = "SELECT count(*) FROM messaging.chats"
+COUNT_ALL_MESSAGES = "SELECT count(*) FROM messaging.messages"
+COUNT_ALL_ROWS = """
+SELECT (SELECT count(*) FROM messaging.chats), (SELECT count(*) FROM messaging.messages)
+"""
+SELECT_CHAT_DELETED_AT = "SELECT deleted_at FROM messaging.chats WHERE id = %s"
+SELECT_MESSAGE_DELETED_AT = "SELECT deleted_at FROM messaging.messages WHERE id = %s"
+SELECT_LAST_MESSAGE_AT = "SELECT last_message_at FROM messaging.chats WHERE id = %s"
+INSERT_MESSAGE_WITH_OWNER = """
+INSERT INTO messaging.messages (chat_id, owner_id, role, content)
+VALUES (%s, %s, 'user', 'not mine')
+"""
+
+A_DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def shared_database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """One migrated database for the whole module, for tests that must write nothing (bad
+    input) or only rows of their own: a clone per test would cost more than the test."""
+    name = f"test_messaging_{secrets.token_hex(4)}"
+    template = str(conninfo_to_dict(template_url)["dbname"])
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template)
+    )
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(create)
+    yield make_conninfo(server_url, dbname=name)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def shared_conn(shared_database_url: str) -> AsyncIterator[Conn]:
+    """A pooled autocommit connection to the module's shared database."""
+    config = DatabaseConfig(url=shared_database_url, max_pool_size=1)
+    async with DatabaseManager(config) as manager, manager.connection() as connection:
+        yield connection
+
+
+async def scalar(conn: Conn, statement: str, params: list[Any] | None = None) -> Any:
+    cursor = await conn.execute(statement, params)
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def row_counts(conn: Conn) -> tuple[int, int]:
+    """How many chats and messages the database holds, deleted ones included."""
+    cursor = await conn.execute(COUNT_ALL_ROWS)
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def vector(seed: int) -> list[float]:
+    """A reproducible embedding of Python floats (float64, so they round to float32)."""
+    return np.random.default_rng(seed).standard_normal(EMBEDDING_DIMENSIONS).tolist()
+
+
+def as_float32(values: Any) -> list[float]:
+    return np.asarray(values, dtype=np.float32).tolist()
+
+
+async def new_chat(conn: Conn, **fields: Any) -> Chat:
+    return await messaging.create_chat(conn, owner_id=fields.pop("owner_id", uuid4()), **fields)
+
+
+async def all_pages_of_messages(conn: Conn, chat_id: UUID, limit: int) -> list[list[Message]]:
+    pages = []
+    before = None
+    while True:
+        page = await messaging.list_messages(conn, chat_id, limit=limit, before=before)
+        pages.append(page.items)
+        if page.next_cursor is None:
+            return pages
+        before = page.next_cursor
+
+
+async def all_pages_of_chats(conn: Conn, owner_id: UUID, limit: int) -> list[list[Chat]]:
+    pages = []
+    cursor = None
+    while True:
+        page = await messaging.list_chats(conn, owner_id=owner_id, limit=limit, cursor=cursor)
+        pages.append(page.items)
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+
+
+# create_chat / get_chat -------------------------------------------------------------------
+
+
+async def test_create_chat_returns_the_stored_row(conn: Conn) -> None:
+    owner_id = uuid4()
+    chat = await messaging.create_chat(
+        conn, owner_id=owner_id, title="Groceries", metadata={"source": "web", "n": [1, 2.5]}
+    )
+    assert (chat.owner_id, chat.title, chat.metadata) == (
+        owner_id,
+        "Groceries",
+        {"source": "web", "n": [1, 2.5]},
+    )
+    assert chat.last_message_at is None and chat.deleted_at is None
+    assert chat.created_at.tzinfo is not None and chat.updated_at.tzinfo is not None
+    assert await messaging.get_chat(conn, chat.id) == chat
+
+
+async def test_create_chat_without_title_or_metadata_is_untitled_with_empty_metadata(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    assert chat.title is None and chat.metadata == {}
+
+
+async def test_create_chat_accepts_the_owner_id_as_a_string(conn: Conn) -> None:
+    owner_id = uuid4()
+    chat = await messaging.create_chat(conn, owner_id=str(owner_id))  # type: ignore[arg-type]
+    assert chat.owner_id == owner_id
+
+
+async def test_get_chat_returns_none_for_a_chat_that_does_not_exist(conn: Conn) -> None:
+    assert await messaging.get_chat(conn, uuid4()) is None
+
+
+async def test_get_chat_rejects_an_id_that_is_not_a_uuid(shared_conn: Conn) -> None:
+    with pytest.raises(InvalidInputError, match=r"^chat_id: ") as error:
+        await messaging.get_chat(shared_conn, "chat-1")  # type: ignore[arg-type]
+    assert error.value.field == "chat_id"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"title": "a\x00b"}, "title"),
+        ({"title": "x" * 501}, "title"),
+        ({"title": "   \t"}, "title"),
+        ({"title": ""}, "title"),
+        ({"metadata": {"note": "a\x00b"}}, "metadata"),
+        ({"metadata": {"a\x00": 1}}, "metadata"),
+        ({"metadata": {"deep": {"er": ["ok", {"k": "\x00"}]}}}, "metadata"),
+        ({"metadata": {"deep": {"key\x00": True}}}, "metadata"),
+        ({"metadata": {"score": math.nan}}, "metadata"),
+        ({"metadata": {"score": [math.inf]}}, "metadata"),
+        ({"metadata": {"when": datetime.now(UTC)}}, "metadata"),
+        ({"metadata": {1: "int key"}}, "metadata.1.[key]"),
+        ({"owner_id": "not-a-uuid"}, "owner_id"),
+    ],
+    ids=[
+        "nul-in-title",
+        "title-501-chars",
+        "blank-title",
+        "empty-title",
+        "nul-in-metadata-value",
+        "nul-in-metadata-key",
+        "nul-nested-in-metadata-value",
+        "nul-nested-in-metadata-key",
+        "nan-in-metadata",
+        "inf-in-metadata",
+        "non-json-in-metadata",
+        "non-string-metadata-key",
+        "owner-id-not-uuid",
+    ],
+)
+async def test_create_chat_rejects_bad_input_naming_the_field_and_writes_nothing(
+    shared_conn: Conn, fields: dict[str, Any], field: str
+) -> None:
+    before = await row_counts(shared_conn)
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.create_chat(shared_conn, **{"owner_id": uuid4(), **fields})
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+    assert await row_counts(shared_conn) == before
+
+
+async def test_create_chat_accepts_a_title_of_exactly_500_characters(conn: Conn) -> None:
+    chat = await new_chat(conn, title="é" * 500)
+    assert chat.title == "é" * 500
+
+
+async def test_an_exception_inside_a_session_after_create_chat_leaves_no_row(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with db.session() as session:
+            await new_chat(session, title="never")
+            raise RuntimeError("changed my mind")
+    assert await scalar(conn, COUNT_ALL_CHATS) == 0
+
+
+# update_chat ------------------------------------------------------------------------------
+
+
+async def test_update_chat_sets_the_title_and_keeps_the_omitted_metadata(conn: Conn) -> None:
+    chat = await new_chat(conn, title="Old", metadata={"keep": 1})
+    updated = await messaging.update_chat(conn, chat.id, title="New")
+    assert (updated.title, updated.metadata) == ("New", {"keep": 1})
+    assert await messaging.get_chat(conn, chat.id) == updated
+
+
+async def test_update_chat_with_title_none_clears_the_title(conn: Conn) -> None:
+    chat = await new_chat(conn, title="Old", metadata={"keep": 1})
+    updated = await messaging.update_chat(conn, chat.id, title=None)
+    assert (updated.title, updated.metadata) == (None, {"keep": 1})
+
+
+async def test_update_chat_replaces_the_metadata_whole_and_keeps_the_title(conn: Conn) -> None:
+    chat = await new_chat(conn, title="Title", metadata={"a": 1, "b": 2})
+    updated = await messaging.update_chat(conn, chat.id, metadata={"c": 3})
+    assert (updated.title, updated.metadata) == ("Title", {"c": 3})
+
+
+async def test_update_chat_without_fields_changes_nothing(conn: Conn) -> None:
+    chat = await new_chat(conn, title="Same", metadata={"a": 1})
+    assert await messaging.update_chat(conn, chat.id) == chat
+
+
+async def test_update_chat_of_a_chat_that_does_not_exist_raises_not_found(conn: Conn) -> None:
+    with pytest.raises(NotFoundError):
+        await messaging.update_chat(conn, uuid4(), title="x")
+
+
+async def test_update_chat_of_a_deleted_chat_raises_not_found(conn: Conn) -> None:
+    chat = await new_chat(conn, title="Old")
+    await messaging.delete_chat(conn, chat.id)
+    with pytest.raises(NotFoundError):
+        await messaging.update_chat(conn, chat.id, title="New")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"title": "bad\x00"}, "title"),
+        ({"title": "x" * 501}, "title"),
+        ({"title": " "}, "title"),
+        ({"metadata": {"k": {"v": "\x00"}}}, "metadata"),
+        ({"metadata": {"k": math.nan}}, "metadata"),
+        ({"metadata": None}, "metadata"),
+    ],
+    ids=["nul-title", "long-title", "blank-title", "nul-metadata", "nan-metadata", "null-metadata"],
+)
+async def test_update_chat_rejects_bad_input_naming_the_field_and_changes_nothing(
+    shared_conn: Conn, fields: dict[str, Any], field: str
+) -> None:
+    chat = await new_chat(shared_conn, title="Before", metadata={"before": True})
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.update_chat(shared_conn, chat.id, **fields)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+    assert await messaging.get_chat(shared_conn, chat.id) == chat
+
+
+# delete_chat ------------------------------------------------------------------------------
+
+
+async def test_delete_chat_hides_the_chat_and_its_messages_from_get_list_and_count(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="hello")
+    await messaging.delete_chat(conn, chat.id)
+    assert await messaging.get_chat(conn, chat.id) is None
+    assert await messaging.get_message(conn, message.id) is None
+    assert (await messaging.list_messages(conn, chat.id)).items == []
+    assert await messaging.count_messages(conn, chat.id) == 0
+    assert (await messaging.list_chats(conn, owner_id=chat.owner_id)).items == []
+
+
+async def test_delete_chat_is_soft_the_chat_and_messages_rows_stay(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="hello")
+    await messaging.delete_chat(conn, chat.id)
+    assert await scalar(conn, SELECT_CHAT_DELETED_AT, [chat.id]) is not None
+    assert await scalar(conn, SELECT_MESSAGE_DELETED_AT, [message.id]) is not None
+
+
+async def test_delete_chat_leaves_other_chats_and_their_messages_alone(conn: Conn) -> None:
+    doomed, kept = await new_chat(conn), await new_chat(conn)
+    await messaging.add_message(conn, doomed.id, role="user", content="bye")
+    message = await messaging.add_message(conn, kept.id, role="user", content="stay")
+    await messaging.delete_chat(conn, doomed.id)
+    assert await messaging.get_chat(conn, kept.id) is not None
+    assert await messaging.get_message(conn, message.id) == message
+    assert await messaging.count_messages(conn, kept.id) == 1
+
+
+async def test_delete_chat_of_a_chat_that_does_not_exist_raises_not_found(conn: Conn) -> None:
+    with pytest.raises(NotFoundError):
+        await messaging.delete_chat(conn, uuid4())
+
+
+async def test_delete_chat_twice_raises_not_found_the_second_time(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    await messaging.delete_chat(conn, chat.id)
+    with pytest.raises(NotFoundError):
+        await messaging.delete_chat(conn, chat.id)
+
+
+# list_chats -------------------------------------------------------------------------------
+
+
+async def test_list_chats_returns_only_the_owners_live_chats(conn: Conn) -> None:
+    owner_id = uuid4()
+    mine = await new_chat(conn, owner_id=owner_id)
+    deleted = await new_chat(conn, owner_id=owner_id)
+    await new_chat(conn)  # somebody else's
+    await messaging.delete_chat(conn, deleted.id)
+    page = await messaging.list_chats(conn, owner_id=owner_id)
+    assert [chat.id for chat in page.items] == [mine.id]
+    assert page.next_cursor is None
+
+
+async def test_list_chats_puts_the_most_recently_created_chat_first(conn: Conn) -> None:
+    owner_id = uuid4()
+    first = await new_chat(conn, owner_id=owner_id)
+    second = await new_chat(conn, owner_id=owner_id)
+    page = await messaging.list_chats(conn, owner_id=owner_id)
+    assert [chat.id for chat in page.items] == [second.id, first.id]
+
+
+async def test_list_chats_moves_a_chat_that_gets_a_new_message_to_the_top(conn: Conn) -> None:
+    owner_id = uuid4()
+    older = await new_chat(conn, owner_id=owner_id)
+    newer = await new_chat(conn, owner_id=owner_id)
+    await messaging.add_message(conn, older.id, role="user", content="bump")
+    page = await messaging.list_chats(conn, owner_id=owner_id)
+    assert [chat.id for chat in page.items] == [older.id, newer.id]
+
+
+async def test_list_chats_never_repeats_or_drops_a_chat_across_pages_with_equal_timestamps(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    owner_id = uuid4()
+    async with db.session() as session:  # one transaction: every created_at is the same now()
+        created = [await new_chat(session, owner_id=owner_id) for _ in range(7)]
+    assert len({chat.created_at for chat in created}) == 1
+    pages = await all_pages_of_chats(conn, owner_id, limit=3)
+    assert [len(page) for page in pages] == [3, 3, 1]
+    listed = [chat.id for page in pages for chat in page]
+    assert listed == sorted((chat.id for chat in created), reverse=True)
+
+
+async def test_list_chats_pages_by_activity_when_messages_arrive(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    owner_id = uuid4()
+    chats = [await new_chat(conn, owner_id=owner_id) for _ in range(5)]
+    async with db.session() as session:
+        for chat in chats[1::2]:
+            await messaging.add_message(session, chat.id, role="user", content="hi")
+    pages = await all_pages_of_chats(conn, owner_id, limit=2)
+    listed = [chat.id for page in pages for chat in page]
+    bumped = [chats[3].id, chats[1].id]
+    assert listed == [*bumped, chats[4].id, chats[2].id, chats[0].id]
+
+
+async def test_list_chats_of_an_owner_without_chats_is_an_empty_last_page(conn: Conn) -> None:
+    page = await messaging.list_chats(conn, owner_id=uuid4())
+    assert page.items == [] and page.next_cursor is None
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001, True, 2.5, "10"])
+async def test_list_chats_rejects_a_limit_outside_1_to_1000(shared_conn: Conn, limit: Any) -> None:
+    with pytest.raises(InvalidInputError, match=r"^limit: ") as error:
+        await messaging.list_chats(shared_conn, owner_id=uuid4(), limit=limit)
+    assert error.value.field == "limit"
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage!", "e30", encode_cursor("yesterday", uuid4()), encode_cursor(A_DATE.isoformat())],
+    ids=["not-base64", "not-a-list", "not-a-date", "wrong-length"],
+)
+async def test_list_chats_rejects_a_malformed_cursor_naming_cursor(
+    shared_conn: Conn, cursor: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^cursor: ") as error:
+        await messaging.list_chats(shared_conn, owner_id=uuid4(), cursor=cursor)
+    assert error.value.field == "cursor"
+
+
+async def test_list_chats_rejects_an_owner_id_that_is_not_a_uuid(shared_conn: Conn) -> None:
+    with pytest.raises(InvalidInputError, match=r"^owner_id: "):
+        await messaging.list_chats(shared_conn, owner_id="me")  # type: ignore[arg-type]
+
+
+# add_message ------------------------------------------------------------------------------
+
+
+async def test_add_message_returns_the_stored_message_with_the_chats_owner(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(
+        conn,
+        chat.id,
+        role="assistant",
+        content="Milk is on the list.",
+        embedding=vector(1),
+        token_count=7,
+        metadata={"model": "gpt", "tools": [{"name": "add"}]},
+    )
+    assert (message.chat_id, message.owner_id, message.role, message.content) == (
+        chat.id,
+        chat.owner_id,
+        "assistant",
+        "Milk is on the list.",
+    )
+    assert (message.token_count, message.metadata) == (
+        7,
+        {"model": "gpt", "tools": [{"name": "add"}]},
+    )
+    assert message.embedding == as_float32(vector(1))
+    assert message.created_at.tzinfo is not None and message.deleted_at is None
+    assert await messaging.get_message(conn, message.id) == message
+
+
+async def test_add_message_defaults_to_no_embedding_no_token_count_and_empty_metadata(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="")
+    assert (message.content, message.embedding, message.token_count, message.metadata) == (
+        "",
+        None,
+        None,
+        {},
+    )
+
+
+async def test_add_message_sets_the_chats_last_message_at(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    first = await messaging.add_message(conn, chat.id, role="user", content="one")
+    second = await messaging.add_message(conn, chat.id, role="assistant", content="two")
+    reloaded = await messaging.get_chat(conn, chat.id)
+    assert reloaded is not None
+    assert reloaded.last_message_at == second.created_at > first.created_at
+
+
+async def test_messages_added_in_one_transaction_keep_their_insertion_order(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    chat = await new_chat(conn)
+    async with db.session() as session:
+        added = [
+            await messaging.add_message(session, chat.id, role="user", content=str(n))
+            for n in range(6)
+        ]
+    listed = (await messaging.list_messages(conn, chat.id)).items
+    assert [message.id for message in listed] == [message.id for message in added]
+
+
+async def test_add_message_to_a_chat_that_does_not_exist_raises_not_found(conn: Conn) -> None:
+    with pytest.raises(NotFoundError):
+        await messaging.add_message(conn, uuid4(), role="user", content="hello?")
+    assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+
+
+async def test_add_message_to_a_deleted_chat_raises_not_found(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    await messaging.delete_chat(conn, chat.id)
+    with pytest.raises(NotFoundError):
+        await messaging.add_message(conn, chat.id, role="user", content="hello?")
+    assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+
+
+async def test_add_message_accepts_a_numpy_embedding(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    array = np.asarray(vector(2), dtype=np.float64)
+    message = await messaging.add_message(conn, chat.id, role="user", content="np", embedding=array)
+    assert message.embedding == as_float32(array)
+
+
+BAD_MESSAGE_INPUT = [
+    ({"content": "nul \x00 inside"}, "content"),
+    ({"role": "robot"}, "role"),
+    ({"role": "USER"}, "role"),
+    ({"token_count": -1}, "token_count"),
+    ({"token_count": 1.5}, "token_count"),
+    ({"metadata": {"k": "v\x00"}}, "metadata"),
+    ({"metadata": {"k\x00": "v"}}, "metadata"),
+    ({"metadata": {"outer": [{"inner": "\x00"}]}}, "metadata"),
+    ({"metadata": {"outer": {"in\x00ner": 1}}}, "metadata"),
+    ({"metadata": {"score": math.nan}}, "metadata"),
+    ({"metadata": {"score": -math.inf}}, "metadata"),
+    ({"embedding": [0.1] * (EMBEDDING_DIMENSIONS - 1)}, "embedding"),
+    ({"embedding": [0.1] * (EMBEDDING_DIMENSIONS + 1)}, "embedding"),
+    ({"embedding": np.zeros((2, EMBEDDING_DIMENSIONS // 2))}, "embedding"),
+    ({"embedding": [*[0.1] * (EMBEDDING_DIMENSIONS - 1), math.nan]}, "embedding"),
+    ({"embedding": [math.inf, *[0.1] * (EMBEDDING_DIMENSIONS - 1)]}, "embedding"),
+    ({"embedding": [1e39] * EMBEDDING_DIMENSIONS}, "embedding"),
+    ({"embedding": ["a"] * EMBEDDING_DIMENSIONS}, "embedding"),
+    ({"embedding": "0.1,0.2"}, "embedding"),
+    ({"embedding": 0.5}, "embedding"),
+    ({"content": "lone \ud800 surrogate"}, "content"),
+    ({"metadata": {"note": ["ok", "\udc00"]}}, "metadata"),
+]
+BAD_MESSAGE_IDS = [
+    "nul-in-content",
+    "unknown-role",
+    "role-wrong-case",
+    "negative-token-count",
+    "fractional-token-count",
+    "nul-in-metadata-value",
+    "nul-in-metadata-key",
+    "nul-nested-in-metadata-value",
+    "nul-nested-in-metadata-key",
+    "nan-in-metadata",
+    "inf-in-metadata",
+    "embedding-too-short",
+    "embedding-too-long",
+    "embedding-2d",
+    "embedding-with-nan",
+    "embedding-with-inf",
+    "embedding-beyond-float32",
+    "embedding-of-strings",
+    "embedding-a-string",
+    "embedding-a-scalar",
+    "lone-surrogate-in-content",
+    "lone-surrogate-in-metadata",
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), BAD_MESSAGE_INPUT, ids=BAD_MESSAGE_IDS)
+async def test_add_message_rejects_bad_input_naming_the_field_and_writes_nothing(
+    shared_conn: Conn, fields: dict[str, Any], field: str
+) -> None:
+    chat = await new_chat(shared_conn)
+    before = await row_counts(shared_conn)
+    arguments = {"role": "user", "content": "hello", **fields}
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.add_message(shared_conn, chat.id, **arguments)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+    assert await row_counts(shared_conn) == before
+    assert await scalar(shared_conn, SELECT_LAST_MESSAGE_AT, [chat.id]) is None
+
+
+async def test_add_message_rejects_a_chat_id_that_is_not_a_uuid(shared_conn: Conn) -> None:
+    before = await row_counts(shared_conn)
+    with pytest.raises(InvalidInputError, match=r"^chat_id: ") as error:
+        await messaging.add_message(shared_conn, "chat-1", role="user", content="x")  # type: ignore[arg-type]
+    assert error.value.field == "chat_id"
+    assert await row_counts(shared_conn) == before
+
+
+async def test_a_message_whose_owner_differs_from_its_chats_violates_fk_messages_chats(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation) as raised:
+        await conn.execute(INSERT_MESSAGE_WITH_OWNER, [chat.id, uuid4()])
+    error = translate(raised.value)
+    assert isinstance(error, ForeignKeyError)
+    assert error.constraint == "fk_messages_chats"
+    assert str(error).startswith("fk_messages_chats: ")
+    assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+
+
+# add_messages -----------------------------------------------------------------------------
+
+
+async def test_add_messages_returns_how_many_it_inserted_in_their_order(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    batch = [
+        {"chat_id": chat.id, "role": role, "content": f"message {n}"}
+        for n, role in enumerate(["system", "user", "assistant", "tool", "user"])
+    ]
+    assert await messaging.add_messages(conn, batch) == 5
+    listed = (await messaging.list_messages(conn, chat.id)).items
+    assert [(message.role, message.content) for message in listed] == [
+        (item["role"], item["content"]) for item in batch
+    ]
+    assert all(message.owner_id == chat.owner_id for message in listed)
+
+
+async def test_add_messages_of_nothing_returns_zero(conn: Conn) -> None:
+    assert await messaging.add_messages(conn, []) == 0
+
+
+async def test_add_messages_accepts_dicts_and_message_creates_together(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    batch: list[MessageCreate | dict[str, Any]] = [
+        MessageCreate(chat_id=chat.id, role="user", content="model"),
+        {"chat_id": str(chat.id), "role": "assistant", "content": "dict"},
+    ]
+    assert await messaging.add_messages(conn, batch) == 2
+    listed = (await messaging.list_messages(conn, chat.id)).items
+    assert [message.content for message in listed] == ["model", "dict"]
+
+
+async def test_add_messages_round_trips_embeddings_token_counts_and_metadata(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    await messaging.add_messages(
+        conn,
+        [
+            {"chat_id": chat.id, "role": "user", "content": "list", "embedding": vector(3)},
+            MessageCreate(
+                chat_id=chat.id,
+                role="assistant",
+                content="numpy",
+                embedding=np.asarray(vector(4)),
+                token_count=12,
+                metadata={"nested": {"ok": [1, None, "é"]}},
+            ),
+            {"chat_id": chat.id, "role": "tool", "content": "none"},
+        ],
+    )
+    listed = (await messaging.list_messages(conn, chat.id)).items
+    assert [message.embedding for message in listed] == [
+        as_float32(vector(3)),
+        as_float32(vector(4)),
+        None,
+    ]
+    assert [(message.token_count, message.metadata) for message in listed] == [
+        (None, {}),
+        (12, {"nested": {"ok": [1, None, "é"]}}),
+        (None, {}),
+    ]
+
+
+async def test_add_messages_copies_each_chats_owner_onto_its_messages(conn: Conn) -> None:
+    first, second = await new_chat(conn), await new_chat(conn)
+    await messaging.add_messages(
+        conn,
+        [
+            {"chat_id": first.id, "role": "user", "content": "a"},
+            {"chat_id": second.id, "role": "user", "content": "b"},
+            {"chat_id": first.id, "role": "user", "content": "c"},
+        ],
+    )
+    for chat, contents in ((first, ["a", "c"]), (second, ["b"])):
+        listed = (await messaging.list_messages(conn, chat.id)).items
+        assert [message.content for message in listed] == contents
+        assert {message.owner_id for message in listed} == {chat.owner_id}
+
+
+async def test_add_messages_sets_each_chats_last_message_at_to_its_newest_message(
+    conn: Conn,
+) -> None:
+    first, second = await new_chat(conn), await new_chat(conn)
+    await messaging.add_messages(
+        conn,
+        [
+            {"chat_id": first.id, "role": "user", "content": "a"},
+            {"chat_id": second.id, "role": "user", "content": "b"},
+            {"chat_id": first.id, "role": "user", "content": "c"},
+        ],
+    )
+    for chat in (first, second):
+        newest = (await messaging.list_messages(conn, chat.id)).items[-1]
+        assert await scalar(conn, SELECT_LAST_MESSAGE_AT, [chat.id]) == newest.created_at
+
+
+async def test_add_messages_keeps_explicit_created_at_values(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    stamps = [A_DATE, A_DATE + timedelta(minutes=1)]
+    await messaging.add_messages(
+        conn,
+        [{"chat_id": chat.id, "role": "user", "content": "x", "created_at": at} for at in stamps],
+    )
+    listed = (await messaging.list_messages(conn, chat.id)).items
+    assert [message.created_at for message in listed] == stamps
+    assert await scalar(conn, SELECT_LAST_MESSAGE_AT, [chat.id]) == stamps[-1]
+
+
+async def test_add_messages_to_a_chat_that_does_not_exist_raises_not_found_and_writes_nothing(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    missing = uuid4()
+    with pytest.raises(NotFoundError, match=str(missing)):
+        await messaging.add_messages(
+            conn,
+            [
+                {"chat_id": chat.id, "role": "user", "content": "fine"},
+                {"chat_id": missing, "role": "user", "content": "lost"},
+            ],
+        )
+    assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+    assert await scalar(conn, SELECT_LAST_MESSAGE_AT, [chat.id]) is None
+
+
+async def test_add_messages_to_a_deleted_chat_raises_not_found(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    await messaging.delete_chat(conn, chat.id)
+    with pytest.raises(NotFoundError):
+        await messaging.add_messages(conn, [{"chat_id": chat.id, "role": "user", "content": "x"}])
+    assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+
+
+async def test_add_messages_not_found_inside_a_session_keeps_the_sessions_earlier_work(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    async with db.session() as session:
+        chat = await new_chat(session)
+        with pytest.raises(NotFoundError):
+            await messaging.add_messages(
+                session, [{"chat_id": uuid4(), "role": "user", "content": "x"}]
+            )
+        await messaging.add_message(session, chat.id, role="user", content="still works")
+    assert await messaging.count_messages(conn, chat.id) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"content": "bad \x00"}, "messages[3].content"),
+        ({"role": "narrator"}, "messages[3].role"),
+        ({"token_count": -5}, "messages[3].token_count"),
+        ({"metadata": {"a": {"b\x00": 1}}}, "messages[3].metadata"),
+        ({"embedding": [0.0] * 3}, "messages[3].embedding"),
+        ({"chat_id": "not-a-uuid"}, "messages[3].chat_id"),
+        ({"created_at": datetime(2024, 1, 1)}, "messages[3].created_at"),
+        ({"surprise": 1}, "messages[3].surprise"),
+    ],
+    ids=[
+        "nul-content",
+        "unknown-role",
+        "negative-token-count",
+        "nul-metadata-key",
+        "wrong-dimension",
+        "chat-id-not-uuid",
+        "naive-created-at",
+        "unknown-field",
+    ],
+)
+async def test_add_messages_rejects_an_invalid_item_naming_its_index_and_writes_nothing(
+    shared_conn: Conn, item: dict[str, Any], field: str
+) -> None:
+    chat = await new_chat(shared_conn)
+    valid = {"chat_id": chat.id, "role": "user", "content": "fine"}
+    batch = [valid, valid, valid, {**valid, **item}, valid]
+    before = await row_counts(shared_conn)
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.add_messages(shared_conn, batch)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+    assert await row_counts(shared_conn) == before
+    assert await scalar(shared_conn, SELECT_LAST_MESSAGE_AT, [chat.id]) is None
+
+
+def test_message_create_refuses_an_invalid_message_on_construction() -> None:
+    # So add_messages, which trusts MessageCreate instances, never receives a bad one.
+    with pytest.raises(ValueError, match="role"):
+        MessageCreate(chat_id=uuid4(), role="robot", content="x")  # type: ignore[arg-type]
+
+
+# get_message / delete_message / count_messages --------------------------------------------
+
+
+async def test_get_message_returns_none_for_a_message_that_does_not_exist(conn: Conn) -> None:
+    assert await messaging.get_message(conn, uuid4()) is None
+
+
+async def test_get_message_rejects_an_id_that_is_not_a_uuid(shared_conn: Conn) -> None:
+    with pytest.raises(InvalidInputError, match=r"^message_id: "):
+        await messaging.get_message(shared_conn, 42)  # type: ignore[arg-type]
+
+
+async def test_delete_message_hides_it_from_get_list_and_count(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    kept = await messaging.add_message(conn, chat.id, role="user", content="keep")
+    gone = await messaging.add_message(conn, chat.id, role="user", content="gone")
+    await messaging.delete_message(conn, gone.id)
+    assert await messaging.get_message(conn, gone.id) is None
+    assert [m.id for m in (await messaging.list_messages(conn, chat.id)).items] == [kept.id]
+    assert await messaging.count_messages(conn, chat.id) == 1
+    assert await scalar(conn, SELECT_MESSAGE_DELETED_AT, [gone.id]) is not None
+
+
+async def test_delete_message_of_a_message_that_does_not_exist_raises_not_found(
+    conn: Conn,
+) -> None:
+    with pytest.raises(NotFoundError):
+        await messaging.delete_message(conn, uuid4())
+
+
+async def test_delete_message_twice_raises_not_found_the_second_time(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="x")
+    await messaging.delete_message(conn, message.id)
+    with pytest.raises(NotFoundError):
+        await messaging.delete_message(conn, message.id)
+
+
+async def test_count_messages_counts_the_live_messages_of_that_chat_only(conn: Conn) -> None:
+    chat, other = await new_chat(conn), await new_chat(conn)
+    await messaging.add_messages(
+        conn, [{"chat_id": chat.id, "role": "user", "content": str(n)} for n in range(4)]
+    )
+    await messaging.add_message(conn, other.id, role="user", content="elsewhere")
+    assert await messaging.count_messages(conn, chat.id) == 4
+
+
+async def test_count_messages_of_a_chat_that_does_not_exist_is_zero(conn: Conn) -> None:
+    assert await messaging.count_messages(conn, uuid4()) == 0
+
+
+# list_messages ----------------------------------------------------------------------------
+
+
+async def test_list_messages_returns_the_newest_page_in_chronological_order(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    added = [
+        await messaging.add_message(conn, chat.id, role="user", content=str(n)) for n in range(5)
+    ]
+    page = await messaging.list_messages(conn, chat.id, limit=3)
+    assert [message.content for message in page.items] == ["2", "3", "4"]
+    assert page.next_cursor is not None
+    older = await messaging.list_messages(conn, chat.id, limit=3, before=page.next_cursor)
+    assert [message.id for message in older.items] == [added[0].id, added[1].id]
+    assert older.next_cursor is None
+
+
+async def test_list_messages_only_returns_that_chats_messages(conn: Conn) -> None:
+    chat, other = await new_chat(conn), await new_chat(conn)
+    await messaging.add_message(conn, other.id, role="user", content="other")
+    mine = await messaging.add_message(conn, chat.id, role="user", content="mine")
+    assert [m.id for m in (await messaging.list_messages(conn, chat.id)).items] == [mine.id]
+
+
+async def test_list_messages_with_exactly_limit_messages_has_no_next_cursor(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    await messaging.add_messages(
+        conn, [{"chat_id": chat.id, "role": "user", "content": str(n)} for n in range(3)]
+    )
+    page = await messaging.list_messages(conn, chat.id, limit=3)
+    assert len(page.items) == 3 and page.next_cursor is None
+
+
+async def test_list_messages_never_repeats_or_drops_a_message_across_pages_with_equal_timestamps(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    await messaging.add_messages(
+        conn,
+        [
+            {"chat_id": chat.id, "role": "user", "content": str(n), "created_at": A_DATE}
+            for n in range(8)
+        ],
+    )
+    pages = await all_pages_of_messages(conn, chat.id, limit=3)
+    assert [len(page) for page in pages] == [3, 3, 2]
+    chronological = [message for page in reversed(pages) for message in page]
+    assert [message.id for message in chronological] == sorted(m.id for m in chronological)
+    assert len({message.id for message in chronological}) == 8
+    assert {message.created_at for message in chronological} == {A_DATE}
+
+
+async def test_list_messages_pages_are_stable_when_older_and_equal_timestamps_mix(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    stamps = [A_DATE - timedelta(seconds=1)] * 3 + [A_DATE] * 4 + [A_DATE + timedelta(seconds=1)]
+    await messaging.add_messages(
+        conn,
+        [
+            {"chat_id": chat.id, "role": "user", "content": str(n), "created_at": at}
+            for n, at in enumerate(stamps)
+        ],
+    )
+    pages = await all_pages_of_messages(conn, chat.id, limit=2)
+    chronological = [message for page in reversed(pages) for message in page]
+    assert [(m.created_at, m.id) for m in chronological] == sorted(
+        (m.created_at, m.id) for m in chronological
+    )
+    assert len({message.id for message in chronological}) == len(stamps)
+
+
+async def test_list_messages_of_a_chat_without_messages_is_an_empty_last_page(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    page = await messaging.list_messages(conn, chat.id)
+    assert page.items == [] and page.next_cursor is None
+
+
+@pytest.mark.parametrize("limit", [0, -5, 1001, False, None, "3"])
+async def test_list_messages_rejects_a_limit_outside_1_to_1000(
+    shared_conn: Conn, limit: Any
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^limit: ") as error:
+        await messaging.list_messages(shared_conn, uuid4(), limit=limit)
+    assert error.value.field == "limit"
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["%%%", "bm90IGpzb24", encode_cursor("soon", uuid4()), encode_cursor(A_DATE.isoformat(), "x")],
+    ids=["not-base64", "not-json", "not-a-date", "not-a-uuid"],
+)
+async def test_list_messages_rejects_a_malformed_cursor_naming_cursor(
+    shared_conn: Conn, before: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^cursor: ") as error:
+        await messaging.list_messages(shared_conn, uuid4(), before=before)
+    assert error.value.field == "cursor"
+
+
+# set_message_embedding --------------------------------------------------------------------
+
+
+async def test_set_message_embedding_round_trips_a_list_within_float32_precision(
+    conn: Conn,
+) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="embed me")
+    await messaging.set_message_embedding(conn, message.id, vector(5))
+    stored = await messaging.get_message(conn, message.id)
+    assert stored is not None and stored.embedding is not None
+    assert all(type(value) is float for value in stored.embedding)
+    assert stored.embedding == as_float32(vector(5))
+    np.testing.assert_allclose(stored.embedding, vector(5), rtol=1e-6)
+
+
+async def test_set_message_embedding_round_trips_a_numpy_array(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="embed me")
+    array = np.asarray(vector(6), dtype=np.float32)
+    await messaging.set_message_embedding(conn, message.id, array)
+    stored = await messaging.get_message(conn, message.id)
+    assert stored is not None and stored.embedding == array.tolist()
+
+
+async def test_set_message_embedding_replaces_an_existing_embedding(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(
+        conn, chat.id, role="user", content="x", embedding=vector(7)
+    )
+    await messaging.set_message_embedding(conn, message.id, vector(8))
+    stored = await messaging.get_message(conn, message.id)
+    assert stored is not None and stored.embedding == as_float32(vector(8))
+
+
+async def test_set_message_embedding_of_a_message_that_does_not_exist_raises_not_found(
+    conn: Conn,
+) -> None:
+    with pytest.raises(NotFoundError):
+        await messaging.set_message_embedding(conn, uuid4(), vector(9))
+
+
+async def test_set_message_embedding_of_a_deleted_message_raises_not_found(conn: Conn) -> None:
+    chat = await new_chat(conn)
+    message = await messaging.add_message(conn, chat.id, role="user", content="x")
+    await messaging.delete_message(conn, message.id)
+    with pytest.raises(NotFoundError):
+        await messaging.set_message_embedding(conn, message.id, vector(9))
+
+
+@pytest.mark.parametrize(
+    "embedding",
+    [
+        [0.5] * 3,
+        np.zeros(EMBEDDING_DIMENSIONS + 1),
+        [math.nan] * EMBEDDING_DIMENSIONS,
+        [math.inf] * EMBEDDING_DIMENSIONS,
+        [None] * EMBEDDING_DIMENSIONS,
+        [object()] * EMBEDDING_DIMENSIONS,
+        None,
+    ],
+    ids=["too-short", "too-long", "nan", "inf", "nones", "objects", "none"],
+)
+async def test_set_message_embedding_rejects_a_bad_embedding_and_keeps_the_old_one(
+    shared_conn: Conn, embedding: Any
+) -> None:
+    chat = await new_chat(shared_conn)
+    message = await messaging.add_message(
+        shared_conn, chat.id, role="user", content="x", embedding=vector(10)
+    )
+    with pytest.raises(InvalidInputError, match=r"^embedding: ") as error:
+        await messaging.set_message_embedding(shared_conn, message.id, embedding)
+    assert error.value.field == "embedding"
+    assert await messaging.get_message(shared_conn, message.id) == message
+
+
+@pytest.mark.filterwarnings("error")
+async def test_an_embedding_beyond_float32_range_is_refused_without_a_runtime_warning(
+    shared_conn: Conn,
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^embedding: .*float32"):
+        await messaging.set_message_embedding(
+            shared_conn, uuid4(), [3.5e38 * 10] * EMBEDDING_DIMENSIONS
+        )
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda conn: messaging.update_chat(conn, "x", title="t"), "chat_id"),
+        (lambda conn: messaging.delete_chat(conn, "x"), "chat_id"),
+        (lambda conn: messaging.delete_message(conn, "x"), "message_id"),
+        (lambda conn: messaging.count_messages(conn, "x"), "chat_id"),
+        (lambda conn: messaging.list_messages(conn, "x"), "chat_id"),
+        (lambda conn: messaging.set_message_embedding(conn, "x", vector(0)), "message_id"),
+        (
+            lambda conn: messaging.add_messages(
+                conn, [{"chat_id": "x", "role": "user", "content": "c"}]
+            ),
+            "messages[0].chat_id",
+        ),
+    ],
+    ids=[
+        "update_chat",
+        "delete_chat",
+        "delete_message",
+        "count_messages",
+        "list_messages",
+        "set_message_embedding",
+        "add_messages",
+    ],
+)
+async def test_every_id_argument_that_is_not_a_uuid_is_refused_naming_it(
+    shared_conn: Conn, call: Any, field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as error:
+        await call(shared_conn)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+
+
+# Any text round-trips ---------------------------------------------------------------------
+
+TRICKY_TEXTS = [
+    "it's \"quoted\" `back` and 'single'",
+    "back\\slash \\x00 \\\\ \\n literally",
+    "$$ dollar $tag$ quoting $$",
+    "-- a comment\n/* and another */; DROP TABLE messaging.messages; --",
+    "%s %% %(x)s %(content)s {} {0}",
+    "Ünïcödé — naïve café, 日本語, Ελληνικά",
+    "emoji 👩🏽‍💻🚀🇺🇦 and ZWJ sequences",
+    "RTL \u202e עברית العربية \u200f mixed",
+    "\r\n\t whitespace \x0b\x0c\u00a0\u2028\u2029 ",
+    "\x01\x1f\x7f control characters",
+    "x" * 200_000,
+    "🙂" * 50_000,
+    "",
+]
+
+
+def with_examples(texts: list[str]) -> Any:
+    """`@example(content=text)` for each text: cases hypothesis must always try."""
+
+    def decorate(test: Any) -> Any:
+        for text in texts:
+            test = example(content=text)(test)
+        return test
+
+    return decorate
+
+
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    max_examples=150,
+    deadline=None,
+)
+@given(content=st.text(st.characters(codec="utf-8", exclude_characters="\x00")))
+@with_examples(TRICKY_TEXTS)
+async def test_any_text_without_nul_round_trips_exactly_through_add_and_get_message(
+    shared_conn: Conn, content: str
+) -> None:
+    title = content.strip()[:500] or None
+    chat = await new_chat(shared_conn, title=title, metadata={content: content})
+    added = await messaging.add_message(shared_conn, chat.id, role="user", content=content)
+    stored = await messaging.get_message(shared_conn, added.id)
+    assert stored is not None and stored.content == content
+    reloaded = await messaging.get_chat(shared_conn, chat.id)
+    assert reloaded is not None
+    assert (reloaded.title, reloaded.metadata) == (title, {content: content})
