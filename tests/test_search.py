@@ -1,0 +1,381 @@
+"""Semantic and hybrid search over messages, on a clustered data set of 5,000+ vectors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from app import messaging
+from app.database import DatabaseConfig, DatabaseManager, InvalidInputError
+from app.messaging import EMBEDDING_DIMENSIONS, MessageCreate
+
+MAIN_ROWS = 5_000
+RARE_ROWS = 52  # ~1% of the table
+QUERIES = 40
+
+Conn = psycopg.AsyncConnection[Any]
+
+COPY_MESSAGES = """
+COPY messaging.messages (chat_id, owner_id, role, content, embedding)
+FROM STDIN (FORMAT BINARY)
+"""
+
+
+@dataclass
+class Corpus:
+    url: str
+    main_owner: uuid.UUID
+    rare_owner: uuid.UUID
+    other_owner: uuid.UUID
+    main_ids: list[uuid.UUID]
+    main_vectors: np.ndarray[Any, Any]
+    rare_ids: list[uuid.UUID]
+    rare_vectors: np.ndarray[Any, Any]
+    other_ids: set[uuid.UUID]
+    queries: np.ndarray[Any, Any]
+
+
+def unit(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    result: np.ndarray[Any, Any] = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return result.astype(np.float32)
+
+
+def clustered(rng: np.random.Generator, count: int, centres: np.ndarray[Any, Any]) -> Any:
+    labels = rng.integers(0, len(centres), count)
+    return unit(centres[labels] + rng.normal(0, 0.6, (count, EMBEDDING_DIMENSIONS)))
+
+
+def exact_top(vectors: np.ndarray[Any, Any], query: np.ndarray[Any, Any], k: int) -> list[int]:
+    return [int(i) for i in np.argsort(-(vectors @ query))[:k]]
+
+
+def insert_chat_messages(
+    conn: psycopg.Connection[Any], owner_id: uuid.UUID, vectors: np.ndarray[Any, Any], label: str
+) -> list[uuid.UUID]:
+    """One chat of `owner_id` holding a message per vector, ids in vector order."""
+    chat_id = conn.execute(
+        "INSERT INTO messaging.chats (owner_id, title) VALUES (%s, %s) RETURNING id",
+        [owner_id, label],
+    ).fetchone()[0]  # type: ignore[index]
+    with conn.cursor().copy(COPY_MESSAGES) as copy:
+        copy.set_types(["uuid", "uuid", "varchar", "text", "vector"])
+        for index, vector in enumerate(vectors):
+            copy.write_row((chat_id, owner_id, "user", f"{label} {index}", vector))
+    rows = conn.execute(
+        "SELECT id, content FROM messaging.messages WHERE chat_id = %s", [chat_id]
+    ).fetchall()
+    by_index = {int(content.rsplit(" ", 1)[1]): message_id for message_id, content in rows}
+    return [by_index[i] for i in range(len(vectors))]
+
+
+@pytest.fixture(scope="module")
+def corpus(clones: Any, server_url: str) -> Iterator[Corpus]:
+    """5,000 clustered vectors of one owner, ~1% of another, and copies for a third; the
+    migration's HNSW index is rebuilt after the load, as a bulk load should do."""
+    rng = np.random.default_rng(2024)
+    centres = rng.normal(0, 1, (50, EMBEDDING_DIMENSIONS))
+    main_vectors = clustered(rng, MAIN_ROWS, centres)
+    rare_vectors = clustered(rng, RARE_ROWS, centres)
+    owners = [uuid.uuid4() for _ in range(3)]
+    url = clones.take()
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        definition = conn.execute(
+            "SELECT pg_catalog.pg_get_indexdef('messaging.idx_messages_embedding'::regclass)"
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("DROP INDEX messaging.idx_messages_embedding")
+        main_ids = insert_chat_messages(conn, owners[0], main_vectors, "main")
+        rare_ids = insert_chat_messages(conn, owners[1], rare_vectors, "rare")
+        # The third owner holds exact copies of the main owner's first vectors.
+        other_ids = insert_chat_messages(conn, owners[2], main_vectors[:200], "other")
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        conn.execute(sql.SQL(definition))
+        conn.execute("VACUUM ANALYZE messaging.messages")
+    picks = rng.integers(0, MAIN_ROWS, QUERIES)
+    queries = unit(main_vectors[picks] + rng.normal(0, 0.02, (QUERIES, EMBEDDING_DIMENSIONS)))
+    yield Corpus(
+        url,
+        owners[0],
+        owners[1],
+        owners[2],
+        main_ids,
+        main_vectors,
+        rare_ids,
+        rare_vectors,
+        set(other_ids),
+        queries,
+    )
+
+
+@pytest.fixture
+async def search_conn(corpus: Corpus) -> AsyncIterator[Conn]:
+    """A connection to the corpus database (read-only use: the corpus is shared)."""
+    config = DatabaseConfig(url=corpus.url, max_pool_size=1)
+    async with DatabaseManager(config) as db, db.connection() as conn:
+        yield conn
+
+
+async def test_search_messages_recall_at_10_is_at_least_0_95_against_exact_search(
+    corpus: Corpus, search_conn: Conn
+) -> None:
+    recalls = []
+    for query in corpus.queries:
+        hits = await messaging.search_messages(
+            search_conn, owner_id=corpus.main_owner, embedding=query, limit=10
+        )
+        expected = {corpus.main_ids[i] for i in exact_top(corpus.main_vectors, query, 10)}
+        recalls.append(len({hit.message.id for hit in hits} & expected) / 10)
+    assert sum(recalls) / len(recalls) >= 0.95
+
+
+async def test_search_messages_ranks_best_first_with_similarity_one_minus_cosine_distance(
+    corpus: Corpus, search_conn: Conn
+) -> None:
+    query = corpus.queries[0]
+    hits = await messaging.search_messages(
+        search_conn, owner_id=corpus.main_owner, embedding=query, limit=5
+    )
+    similarities = [hit.similarity for hit in hits]
+    assert similarities == sorted(similarities, reverse=True)  # type: ignore[type-var]
+    position = corpus.main_ids.index(hits[0].message.id)
+    expected = float(corpus.main_vectors[position] @ query)
+    assert hits[0].similarity == pytest.approx(expected, abs=1e-5)
+    assert hits[0].message.embedding is None  # search results leave the vector behind
+
+
+async def test_a_filter_keeping_one_percent_of_rows_still_returns_limit_rows(
+    corpus: Corpus, search_conn: Conn
+) -> None:
+    # On this small table the planner would rather sort the rare owner's 52 rows exactly;
+    # forbid that, so the HNSW scan must keep going until 10 rows pass the owner filter.
+    async with search_conn.transaction():
+        await search_conn.execute("SET LOCAL enable_seqscan = off")
+        await search_conn.execute("SET LOCAL enable_bitmapscan = off")
+        plan = await explain_search(search_conn, corpus.rare_owner, corpus.rare_vectors[0])
+        assert "idx_messages_embedding" in plan
+        overlaps = []
+        for query in corpus.rare_vectors[:5]:
+            hits = await messaging.search_messages(
+                search_conn, owner_id=corpus.rare_owner, embedding=query, limit=10, ef_search=40
+            )
+            assert len(hits) == 10
+            assert {hit.message.owner_id for hit in hits} == {corpus.rare_owner}
+            expected = {corpus.rare_ids[i] for i in exact_top(corpus.rare_vectors, query, 10)}
+            overlaps.append(len({hit.message.id for hit in hits} & expected) / 10)
+    assert sum(overlaps) / len(overlaps) >= 0.8  # approximate, yet mostly the true neighbours
+
+
+async def explain_search(conn: Conn, owner_id: uuid.UUID, query: Any) -> str:
+    """EXPLAIN of the statement search_messages runs, with the settings it runs under."""
+    params = {"owner_id": owner_id, "embedding": query, "chat_id": None, "limit": 10}
+    async with conn.transaction():
+        await conn.execute(messaging.SET_SEARCH_SETTINGS, ["100"])
+        cursor = await conn.execute(
+            sql.SQL("EXPLAIN ") + sql.SQL(messaging.SEARCH_MESSAGES), params, binary=True
+        )
+        return "\n".join(row[0] for row in await cursor.fetchall())
+
+
+async def test_explain_shows_the_hnsw_index_in_use(corpus: Corpus, search_conn: Conn) -> None:
+    plan = await explain_search(search_conn, corpus.main_owner, corpus.queries[0])
+    assert "Index Scan using idx_messages_embedding" in plan
+
+
+async def test_another_owners_messages_never_appear(corpus: Corpus, search_conn: Conn) -> None:
+    # The other owner holds exact copies of these vectors: they would win if not filtered.
+    for query in corpus.main_vectors[:5]:
+        hits = await messaging.search_messages(
+            search_conn, owner_id=corpus.main_owner, embedding=query, limit=10
+        )
+        assert not {hit.message.id for hit in hits} & corpus.other_ids
+        theirs = await messaging.search_messages(
+            search_conn, owner_id=corpus.other_owner, embedding=query, limit=10
+        )
+        assert {hit.message.id for hit in theirs} <= corpus.other_ids
+
+
+async def test_search_messages_of_one_chat_returns_only_that_chat(
+    corpus: Corpus, search_conn: Conn
+) -> None:
+    first = await messaging.get_message(search_conn, corpus.main_ids[0])
+    assert first is not None
+    hits = await messaging.search_messages(
+        search_conn,
+        owner_id=corpus.main_owner,
+        embedding=corpus.queries[1],
+        chat_id=first.chat_id,
+        limit=20,
+    )
+    assert len(hits) == 20
+    assert {hit.message.chat_id for hit in hits} == {first.chat_id}
+
+
+async def test_a_numpy_array_and_a_list_give_the_same_hits(
+    corpus: Corpus, search_conn: Conn
+) -> None:
+    query = corpus.queries[2]
+    as_array = await messaging.search_messages(
+        search_conn, owner_id=corpus.main_owner, embedding=query
+    )
+    as_list = await messaging.search_messages(
+        search_conn, owner_id=corpus.main_owner, embedding=query.tolist()
+    )
+    assert [hit.message.id for hit in as_array] == [hit.message.id for hit in as_list]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"embedding": [0.1] * (EMBEDDING_DIMENSIONS - 1)}, "embedding"),
+        ({"embedding": [float("nan")] * EMBEDDING_DIMENSIONS}, "embedding"),
+        ({"embedding": [float("inf")] * EMBEDDING_DIMENSIONS}, "embedding"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 201}, "limit"),
+        ({"ef_search": 1001}, "ef_search"),
+        ({"owner_id": "not-a-uuid"}, "owner_id"),
+    ],
+    ids=["short-vector", "nan", "inf", "limit-0", "limit-201", "ef-search-1001", "bad-owner"],
+)
+async def test_search_messages_rejects_bad_input_naming_the_field(
+    search_conn: Conn, arguments: dict[str, Any], field: str
+) -> None:
+    given = {"owner_id": uuid.uuid4(), "embedding": [0.1] * EMBEDDING_DIMENSIONS, **arguments}
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.search_messages(search_conn, **given)
+    assert error.value.field == field and str(error.value).startswith(field)
+
+
+# Hybrid search and writes: each test on its own fresh database ----------------------------
+
+
+def near(base: np.ndarray[Any, Any], rng: np.random.Generator, noise: float) -> Any:
+    return unit(base + rng.normal(0, noise, EMBEDDING_DIMENSIONS))
+
+
+async def test_hybrid_search_ranks_a_keyword_match_near_in_vector_space_above_one_way_matches(
+    conn: Conn,
+) -> None:
+    rng = np.random.default_rng(5)
+    query_vector = unit(rng.normal(0, 1, EMBEDDING_DIMENSIONS))
+    owner_id = uuid.uuid4()
+    chat = await messaging.create_chat(conn, owner_id=owner_id)
+    both = MessageCreate(
+        chat_id=chat.id,
+        role="user",
+        content="Book the ferry to Zanzibar on Friday",
+        embedding=near(query_vector, rng, 0.02),
+    )
+    vector_only = MessageCreate(
+        chat_id=chat.id,
+        role="user",
+        content="Reserve a boat crossing for the weekend",
+        embedding=near(query_vector, rng, 0.005),
+    )
+    keyword_only = MessageCreate(
+        chat_id=chat.id,
+        role="user",
+        content="Zanzibar spice prices in the market",
+        embedding=unit(rng.normal(0, 1, EMBEDDING_DIMENSIONS)),
+    )
+    filler = [
+        MessageCreate(
+            chat_id=chat.id,
+            role="assistant",
+            content=f"unrelated note {i}",
+            embedding=unit(rng.normal(0, 1, EMBEDDING_DIMENSIONS)),
+        )
+        for i in range(30)
+    ]
+    await messaging.add_messages(conn, [both, vector_only, keyword_only, *filler])
+
+    hits = await messaging.hybrid_search_messages(
+        conn, owner_id=owner_id, embedding=query_vector, query="zanzibar", limit=5
+    )
+    contents = [hit.message.content for hit in hits]
+    assert contents[0] == both.content
+    assert contents.index(both.content) < contents.index(vector_only.content)
+    assert contents.index(both.content) < contents.index(keyword_only.content)
+    scores = [hit.score for hit in hits]
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    keyword_hit = hits[contents.index(keyword_only.content)]
+    assert keyword_hit.score is not None and keyword_hit.score > 0
+
+
+async def test_hybrid_search_never_returns_another_owners_or_deleted_messages(conn: Conn) -> None:
+    rng = np.random.default_rng(6)
+    vector = unit(rng.normal(0, 1, EMBEDDING_DIMENSIONS))
+    mine = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+    theirs = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+    kept = await messaging.add_message(
+        conn, mine.id, role="user", content="invoice due", embedding=vector
+    )
+    gone = await messaging.add_message(
+        conn, mine.id, role="user", content="invoice paid", embedding=vector
+    )
+    await messaging.add_message(
+        conn, theirs.id, role="user", content="invoice due", embedding=vector
+    )
+    await messaging.delete_message(conn, gone.id)
+
+    hits = await messaging.hybrid_search_messages(
+        conn, owner_id=mine.owner_id, embedding=vector, query="invoice", limit=10
+    )
+    assert [hit.message.id for hit in hits] == [kept.id]
+    semantic = await messaging.search_messages(conn, owner_id=mine.owner_id, embedding=vector)
+    assert [hit.message.id for hit in semantic] == [kept.id]
+
+
+@pytest.mark.parametrize("query", ["", "   ", "a\x00b"])
+async def test_hybrid_search_rejects_a_blank_or_nul_query(conn: Conn, query: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"^query"):
+        await messaging.hybrid_search_messages(
+            conn, owner_id=uuid.uuid4(), embedding=[0.1] * EMBEDDING_DIMENSIONS, query=query
+        )
+
+
+async def test_search_on_an_empty_table_returns_nothing(conn: Conn) -> None:
+    vector = [0.1] * EMBEDDING_DIMENSIONS
+    assert await messaging.search_messages(conn, owner_id=uuid.uuid4(), embedding=vector) == []
+    assert (
+        await messaging.hybrid_search_messages(
+            conn, owner_id=uuid.uuid4(), embedding=vector, query="anything"
+        )
+        == []
+    )
+
+
+async def test_set_message_embeddings_backfills_many_messages_in_one_call(conn: Conn) -> None:
+    rng = np.random.default_rng(7)
+    chat = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+    added = [
+        await messaging.add_message(conn, chat.id, role="user", content=f"m{i}") for i in range(5)
+    ]
+    deleted = added.pop()
+    await messaging.delete_message(conn, deleted.id)
+    vectors = {m.id: unit(rng.normal(0, 1, EMBEDDING_DIMENSIONS)) for m in [*added, deleted]}
+
+    assert await messaging.set_message_embeddings(conn, vectors) == len(added)
+    for message in added:
+        stored = await messaging.get_message(conn, message.id)
+        assert stored is not None and stored.embedding is not None
+        assert np.allclose(stored.embedding, vectors[message.id])
+
+
+async def test_set_message_embeddings_rejects_a_bad_vector_and_writes_nothing(conn: Conn) -> None:
+    chat = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+    first = await messaging.add_message(conn, chat.id, role="user", content="one")
+    second = await messaging.add_message(conn, chat.id, role="user", content="two")
+    good = [0.5] * EMBEDDING_DIMENSIONS
+    bad = [0.5] * (EMBEDDING_DIMENSIONS - 1) + [float("nan")]
+    with pytest.raises(InvalidInputError, match=r"^embeddings\[1\]\.embedding"):
+        await messaging.set_message_embeddings(conn, [(first.id, good), (second.id, bad)])
+    stored = await messaging.get_message(conn, first.id)
+    assert stored is not None and stored.embedding is None
