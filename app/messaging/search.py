@@ -155,12 +155,14 @@ async def hybrid_search_messages(
 async def _search(
     conn: AsyncConnection[Any], query: Any, params: dict[str, Any], *, ef_search: int
 ) -> list[MessageHit]:
-    # ef_search is never below the number of rows the statement asks the index for.
-    async with conn.transaction():
+    # ef_search is never below the number of rows the statement asks the index for. One
+    # pipeline sends BEGIN (or SAVEPOINT), the settings, the search and COMMIT together: a
+    # single round trip instead of four.
+    cursor = conn.cursor(row_factory=_hit_rows)
+    async with conn.pipeline(), conn.transaction():
         await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
-        async with conn.cursor(row_factory=_hit_rows) as cursor:
-            await cursor.execute(query, params, binary=True)
-            return await cursor.fetchall()
+        await cursor.execute(query, params, binary=True)
+    return await cursor.fetchall()
 
 
 def _hit_rows(cursor: Any) -> Any:
