@@ -26,6 +26,7 @@ from app import messaging
 from app.bench.common import markdown_table, percentile, results_dir
 from app.database import DatabaseConfig, DatabaseManager, embedded
 from app.database.migrations import Migrator
+from app.database.vectors import register_vector_types
 from app.messaging import EMBEDDING_DIMENSIONS, MessageCreate
 
 SELECT_INDEX_DEFINITION = (
@@ -41,6 +42,7 @@ class SearchResult:
     recall: float
     e2e_p50_ms: float
     e2e_p95_ms: float
+    raw_p50_ms: float
     server_p50_ms: float
     server_p95_ms: float
 
@@ -114,7 +116,10 @@ async def measure(
             await messaging.search_messages(
                 conn, owner_id=owner_id, embedding=query, ef_search=ef_search
             )
-        recalls, e2e, server = [], [], []
+        raw = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        await register_vector_types(raw)
+        await raw.execute(SET_SESSION_SEARCH_SETTINGS, [str(ef_search)])
+        recalls, e2e, floor, server = [], [], [], []
         for query, expected in zip(queries, truth, strict=True):
             started = time.perf_counter()
             hits = await messaging.search_messages(
@@ -123,15 +128,36 @@ async def measure(
             e2e.append((time.perf_counter() - started) * 1000)
             found = {hit.message.id for hit in hits}
             recalls.append(len(found & {ids[i] for i in expected}) / len(expected))
+            floor.append(await raw_time(raw, owner_id, query))
             server.append(await server_time(conn, owner_id, query, ef_search))
+        await raw.close()
     return SearchResult(
         ef_search,
         sum(recalls) / len(recalls),
         percentile(e2e, 0.5),
         percentile(e2e, 0.95),
+        percentile(floor, 0.5),
         percentile(server, 0.5),
         percentile(server, 0.95),
     )
+
+
+# The floor: the same statement on a plain psycopg connection whose settings were made
+# session-wide once (fine for a benchmark's own connection, never for a pooled one).
+SET_SESSION_SEARCH_SETTINGS = """
+SELECT pg_catalog.set_config('hnsw.ef_search', %s, false),
+       pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', false),
+       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', false)
+"""
+
+
+async def raw_time(conn: psycopg.AsyncConnection[Any], owner_id: uuid.UUID, query: Any) -> float:
+    """Milliseconds for the bare statement returning tuples: the driver's floor."""
+    params = {"owner_id": owner_id, "embedding": query, "chat_id": None, "limit": 10}
+    started = time.perf_counter()
+    cursor = await conn.execute(messaging.SEARCH_MESSAGES, params, binary=True)
+    await cursor.fetchall()
+    return (time.perf_counter() - started) * 1000
 
 
 async def server_time(
@@ -212,9 +238,11 @@ def run(
             "recall@10",
             "e2e p50 ms",
             "e2e p95 ms",
+            "raw psycopg p50 ms",
             "server p50 ms",
             "server p95 ms",
             "e2e/server p50",
+            "raw/server p50",
         ],
         [
             [
@@ -222,9 +250,11 @@ def run(
                 f"{r.recall:.3f}",
                 f"{r.e2e_p50_ms:.2f}",
                 f"{r.e2e_p95_ms:.2f}",
+                f"{r.raw_p50_ms:.2f}",
                 f"{r.server_p50_ms:.2f}",
                 f"{r.server_p95_ms:.2f}",
                 f"{r.ratio:.2f}x",
+                f"{r.raw_p50_ms / r.server_p50_ms:.2f}x",
             ]
             for r in results
         ],
