@@ -72,8 +72,9 @@ COMMENT ON COLUMN messaging.messages.metadata IS
 'Free-form application data about the message (tool call ids, model parameters, '
 'attachments), always a JSON object (default {}).';
 COMMENT ON COLUMN messaging.messages.created_at IS
-'When the row was inserted; defaults to now(), the start time of the inserting transaction. '
-'Orders a chat''s history (ties broken by id).';
+'When the message was added. messaging.add_message stamps clock_timestamp() (so messages '
+'added in one transaction keep their order) and add_messages a microsecond apart per row; '
+'a plain INSERT gets now(). Orders a chat''s history (ties broken by id).';
 COMMENT ON COLUMN messaging.messages.updated_at IS
 'When the row last changed; maintained by trigger trg_messages_updated_at, not by the '
 'application.';
