@@ -379,3 +379,22 @@ async def test_set_message_embeddings_rejects_a_bad_vector_and_writes_nothing(co
         await messaging.set_message_embeddings(conn, [(first.id, good), (second.id, bad)])
     stored = await messaging.get_message(conn, first.id)
     assert stored is not None and stored.embedding is None
+
+
+async def test_search_settings_apply_to_the_search_only_never_to_the_pooled_session(
+    db: DatabaseManager,
+) -> None:
+    vector = [0.1] * EMBEDDING_DIMENSIONS
+    async with db.connection() as conn:
+        await messaging.search_messages(conn, owner_id=uuid.uuid4(), embedding=vector, ef_search=77)
+        cursor = await conn.execute("SELECT current_setting('plan_cache_mode')")
+        assert await cursor.fetchone() == ("auto",)
+        cursor = await conn.execute("SELECT current_setting('hnsw.ef_search', true)")
+        assert (await cursor.fetchone() or [None])[0] in (None, "", "40")
+    async with db.session() as conn:  # inside a caller's transaction: until it ends
+        await messaging.search_messages(conn, owner_id=uuid.uuid4(), embedding=vector, ef_search=77)
+        cursor = await conn.execute("SELECT current_setting('hnsw.ef_search')")
+        assert await cursor.fetchone() == ("77",)
+    async with db.connection() as conn:
+        cursor = await conn.execute("SELECT current_setting('plan_cache_mode')")
+        assert await cursor.fetchone() == ("auto",)

@@ -155,11 +155,13 @@ async def hybrid_search_messages(
 async def _search(
     conn: AsyncConnection[Any], query: Any, params: dict[str, Any], *, ef_search: int
 ) -> list[MessageHit]:
-    # ef_search is never below the number of rows the statement asks the index for. One
-    # pipeline sends BEGIN (or SAVEPOINT), the settings, the search and COMMIT together: a
-    # single round trip instead of four.
+    # ef_search is never below the number of rows the statement asks the index for. The
+    # settings and the search go out in one pipeline, with no Sync between them: the extended
+    # protocol runs everything up to a Sync as one implicit transaction, so the local settings
+    # apply to this search and end with it (inside a caller's transaction: with that). No
+    # BEGIN and COMMIT of our own: one round trip, two statements.
     cursor = conn.cursor(row_factory=_hit_rows)
-    async with conn.pipeline(), conn.transaction():
+    async with conn.pipeline():
         await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
         await cursor.execute(query, params, binary=True)
     return await cursor.fetchall()
