@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = command(
         "bench", "benchmarks on a throwaway server (bench-results/)", _bench, database=False
     )
-    bench.add_argument("which", choices=["search"])
+    bench.add_argument("which", choices=["search", "layer"])
     bench.add_argument(
         "--quick", action="store_true", help="a small size that runs in about a minute"
     )
@@ -241,6 +241,11 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.which == "layer":
+        from app.bench import layer
+
+        print(layer.run(layer.QUICK if args.quick else layer.FULL))
+        return 0
     from app.bench import search
 
     print(search.run(count=5_000, queries=100) if args.quick else search.run())

@@ -6,7 +6,7 @@ import math
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, NotRequired, get_args, get_origin, get_type_hints
 from uuid import UUID, uuid4
 
 import numpy as np
@@ -770,6 +770,24 @@ async def test_add_messages_rejects_an_invalid_item_naming_its_index_and_writes_
     assert str(error.value).startswith(f"{field}: ")
     assert await row_counts(shared_conn) == before
     assert await scalar(shared_conn, SELECT_LAST_MESSAGE_AT, [chat.id]) is None
+
+
+def test_message_create_dict_has_the_fields_types_and_defaults_of_message_create() -> None:
+    # add_messages validates dicts with MessageCreateDict: the two must accept the same input.
+    hints = get_type_hints(messaging.MessageCreateDict, include_extras=True)
+    assert list(hints) == list(MessageCreate.model_fields)
+    required = {name for name, hint in hints.items() if get_origin(hint) is not NotRequired}
+    assert required == {
+        name for name, field in MessageCreate.model_fields.items() if field.is_required()
+    }
+    for name, field in MessageCreate.model_fields.items():
+        declared = hints[name]
+        if get_origin(declared) is NotRequired:
+            (declared,) = get_args(declared)
+        expected = (
+            Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+        )
+        assert declared == expected, name
 
 
 def test_message_create_refuses_an_invalid_message_on_construction() -> None:

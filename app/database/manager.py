@@ -73,12 +73,14 @@ class DatabaseManager:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Connection]:
         """A connection inside one transaction: commit on exit, rollback on any exception."""
-        async with self.connection() as conn:
-            try:
-                async with conn.transaction():
-                    yield conn
-            except psycopg.Error as error:
-                raise translate(error) from error
+        # The pool's and the transaction's context managers directly, not through
+        # connection(): one generator-based context manager less on every unit of work.
+        # PoolTimeout and PoolClosed are psycopg errors too.
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as error:
+            raise translate(error) from error
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:

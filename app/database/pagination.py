@@ -56,4 +56,6 @@ def page_of(rows: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Pag
     """A page from `limit + 1` fetched rows: the extra row only says that more exist."""
     items = list(rows[:limit])
     more = len(rows) > limit
-    return Page[T](items=items, next_cursor=cursor_of(items[-1]) if more else None)
+    # Page, not Page[T]: parametrizing with the class's own type variable is the class
+    # itself, after a lookup that costs more than the validation.
+    return Page(items=items, next_cursor=cursor_of(items[-1]) if more else None)

@@ -40,7 +40,8 @@ def invalid_input(error: ValidationError) -> InvalidInputError:
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters (PostgreSQL text cannot hold \\x00)")
-    _check_encodable(value, "")
+    if not value.isascii():
+        _check_encodable(value, "")
     return value
 
 
@@ -64,8 +65,53 @@ def _not_blank(value: str) -> str:
 
 
 def _json_object(value: Mapping[str, Any]) -> dict[str, Any]:
-    _check_json(value, "")
-    return dict(value)
+    if not _is_plain_json(value):
+        _check_json(value, "")
+    # pydantic's dict validation made a new dict already; copy only another kind of Mapping.
+    return value if type(value) is dict else dict(value)
+
+
+def _json_value(value: Any) -> Any:
+    if not _is_plain_json(value):
+        _check_json(value, "")
+    return value
+
+
+def _is_plain_json(value: Any) -> bool:
+    """True for JSON made of dict, list, str, int, float, bool and None that jsonb accepts.
+
+    The common case, checked without building a path for every key; False sends the value
+    to `_check_json`, which accepts any other Mapping or sequence it can and names the
+    problem when there is one. It never accepts what `_check_json` refuses.
+    """
+    kind = type(value)
+    if kind is str:
+        return "\x00" not in value and (value.isascii() or _encodable(value))
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or "\x00" in key or not (key.isascii() or _encodable(key)):
+                return False
+            if type(item) is str:  # the usual value, checked here rather than in a call
+                if "\x00" in item or not (item.isascii() or _encodable(item)):
+                    return False
+            elif not _is_plain_json(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(_is_plain_json(item) for item in value)
+    return False
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_json(value: Any, path: str) -> None:
@@ -115,7 +161,7 @@ Name = Annotated[
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 """A JSON object that jsonb accepts: string keys, no NUL characters, finite numbers."""
 
-JsonValue = Annotated[Any, AfterValidator(lambda value: (_check_json(value, ""), value)[1])]
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
 """Any JSON value that jsonb accepts."""
 
 

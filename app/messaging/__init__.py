@@ -12,6 +12,7 @@ from app.messaging.models import (
     ChatUpdate,
     Message,
     MessageCreate,
+    MessageCreateDict,
     MessageHit,
     Role,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ChatUpdate",
     "Message",
     "MessageCreate",
+    "MessageCreateDict",
     "MessageHit",
     "Role",
     "add_message",

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from app.database.errors import InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
@@ -27,6 +27,7 @@ from app.messaging.models import (
     EmbeddingInput,
     Message,
     MessageCreate,
+    MessageCreateDict,
 )
 
 # SQL --------------------------------------------------------------------------------------
@@ -201,6 +202,7 @@ LAST_UUID = UUID(int=(1 << 128) - 1)
 
 CHAT_ROW = model_rows(Chat)
 MESSAGE_ROW = model_rows(Message)
+MESSAGE_DICTS = TypeAdapter(list[MessageCreateDict])
 
 
 # Query functions --------------------------------------------------------------------------
@@ -335,41 +337,43 @@ async def add_messages(
     Messages keep their order: each gets a created_at a microsecond after the one before
     (unless it brings its own). Every chat must exist and be live.
     """
-    items = [_message_create(item, index) for index, item in enumerate(messages)]
-    if not items:
+    rows = _message_rows(messages)
+    if not rows:
         return 0
-    chat_ids = list({item.chat_id for item in items})
+    chat_ids = list({row["chat_id"] for row in rows})
     async with conn.transaction():
         cursor = await conn.execute(SELECT_CHAT_OWNERS, [chat_ids])
-        rows = await cursor.fetchall()
-        owners: dict[UUID, UUID] = {chat_id: owner_id for chat_id, owner_id, _ in rows}
+        found = await cursor.fetchall()
+        owners: dict[UUID, UUID] = {chat_id: owner_id for chat_id, owner_id, _ in found}
         missing = [str(chat_id) for chat_id in chat_ids if chat_id not in owners]
         if missing:
             raise NotFoundError(f"chat_id: chat(s) not found: {', '.join(missing)}")
 
-        clock: datetime = rows[0][2]
+        clock: datetime = found[0][2]
         last_at: dict[UUID, datetime] = {}
         async with conn.cursor().copy(COPY_MESSAGES) as copy:
             copy.set_types(COPY_MESSAGES_TYPES)
-            for offset, item in enumerate(items):
-                created_at = item.created_at or clock + timedelta(microseconds=offset)
-                if item.chat_id not in last_at or created_at > last_at[item.chat_id]:
-                    last_at[item.chat_id] = created_at
+            for offset, row in enumerate(rows):
+                chat_id = row["chat_id"]
+                created_at = row.get("created_at") or clock + timedelta(microseconds=offset)
+                latest = last_at.get(chat_id)
+                if latest is None or created_at > latest:
+                    last_at[chat_id] = created_at
                 await copy.write_row(
                     (
-                        item.chat_id,
-                        owners[item.chat_id],
-                        item.role,
-                        item.content,
-                        item.embedding,
-                        item.token_count,
-                        Jsonb(item.metadata),
+                        chat_id,
+                        owners[chat_id],
+                        row["role"],
+                        row["content"],
+                        row.get("embedding"),
+                        row.get("token_count"),
+                        Jsonb(row.get("metadata", {})),
                         created_at,
                         created_at,
                     )
                 )
         await conn.execute(UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())])
-    return len(items)
+    return len(rows)
 
 
 @database_errors
@@ -482,12 +486,21 @@ def _message_params(data: MessageCreate) -> dict[str, Any]:
     }
 
 
-def _message_create(item: MessageCreate | Mapping[str, Any], index: int) -> MessageCreate:
-    if isinstance(item, MessageCreate):
-        return item
-    try:
-        return MessageCreate(**item)
-    except ValidationError as error:
-        problem = invalid_input(error)
-        field = f"messages[{index}].{problem.field}"
-        raise InvalidInputError(f"messages[{index}].{problem}", field=field) from None
+def _message_rows(messages: Sequence[MessageCreate | Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every message as a mapping of its fields: MessageCreate instances as they are (they were
+    validated when they were made), all the others validated in one call as MessageCreateDict,
+    the first problem raised naming the message's index and field."""
+    rows: list[Any] = list(messages)
+    unchecked = [index for index, row in enumerate(rows) if not isinstance(row, MessageCreate)]
+    if unchecked:
+        try:
+            checked = MESSAGE_DICTS.validate_python([rows[index] for index in unchecked])
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            position, *path = first["loc"]
+            field = f"messages[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
+            message = first["msg"].removeprefix("Value error, ")
+            raise InvalidInputError(f"{field}: {message}", field=field) from None
+        for index, row in zip(unchecked, checked, strict=True):
+            rows[index] = row
+    return [dict(row) if isinstance(row, MessageCreate) else row for row in rows]

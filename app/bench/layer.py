@@ -1,0 +1,968 @@
+"""`agentdb bench layer`: one workload through three data layers, side by side.
+
+(a) raw psycopg: the same SQL statements as agentdb (the constants are imported from its
+    modules), on the same kind of pool, with the same wire options (binary results where
+    agentdb asks for them, the same prepare threshold), returning tuples. No validation, no
+    models: the floor.
+(b) agentdb: the project's query functions, each unit of work in `DatabaseManager.session()`.
+(c) SQLAlchemy 2.0 async ORM on asyncpg (`app.bench.orm`), each unit of work in an
+    `AsyncSession`.
+
+Every operation runs in its own transaction(s) in all three. The data set is loaded once on a
+throwaway server: owners with a long-tailed number of chats, chats with a long-tailed number
+of messages (no embeddings: add_message is measured without one, as messages usually arrive
+before their embedding), todos, mostly finished executions with a short queue, and Telegram
+sessions. Each operation then runs several rounds; in every round the three layers run the
+same inputs one after the other, in an order that rotates, so that drift of the machine hits
+all three alike. Reported: median ops/s per layer, the medians of the per-round time ratios
+b/a and c/b against the issue's targets, and each layer's client CPU per operation (what b
+adds to a on the Python side). Writes bench-results/layer.md and layer.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import platform
+import random
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, LiteralString, Protocol
+from uuid import UUID
+
+import psycopg
+import psycopg_pool
+from pgvector.psycopg import register_vector_async
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import Jsonb
+
+from app import agents, messaging, tasks, telegram
+from app.bench.common import markdown_table, results_dir
+from app.database import DatabaseConfig, DatabaseManager, embedded
+from app.database.migrations import Migrator
+from app.messaging import queries as message_sql
+from app.seed import AGENTS, LANGUAGES, MODELS, TOPICS, long_tail
+
+BOT_ID = 7_000_000_001
+BULK_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class LayerSize:
+    owners: int
+    chats: int
+    messages: int
+    todos: int
+    executions: int
+    queued: int
+    sessions: int
+    rounds: int
+    ops_per_round: int
+    bulk_rounds: int
+    bulk_rows: int = BULK_ROWS
+
+
+FULL = LayerSize(
+    owners=100,
+    chats=1_000,
+    messages=100_000,
+    todos=5_000,
+    executions=20_000,
+    queued=200,
+    sessions=2_000,
+    rounds=60,
+    ops_per_round=25,
+    bulk_rounds=21,
+)
+QUICK = LayerSize(
+    owners=20,
+    chats=100,
+    messages=10_000,
+    todos=500,
+    executions=2_000,
+    queued=50,
+    sessions=200,
+    rounds=15,
+    ops_per_round=10,
+    bulk_rounds=5,
+)
+
+
+# The data set -----------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    chats: list[tuple[UUID, UUID]]  # (chat_id, owner_id)
+    todo_ids: list[UUID]
+    session_keys: list[dict[str, Any]]
+    messages: int = 0
+
+
+INSERT_CHATS = """
+INSERT INTO messaging.chats (owner_id, title, metadata, created_at)
+SELECT owner_id, title, '{"source": "web"}'::jsonb, created_at
+FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[]) AS chat (owner_id, title, created_at)
+RETURNING id, owner_id
+"""
+
+INSERT_TODOS = """
+INSERT INTO tasks.todos (owner_id, chat_id, title, priority, status, completed_at, due_at)
+SELECT owner_id, chat_id, title, priority, status,
+       CASE WHEN status = 'done' THEN now() END,
+       CASE WHEN priority < 3 THEN now() + interval '3 days' END
+FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::int[], %s::text[])
+    AS todo (owner_id, chat_id, title, priority, status)
+RETURNING id
+"""
+
+# Executions already worked off (succeeded), plus a short queue that workers claim from.
+INSERT_FINISHED_EXECUTIONS = """
+INSERT INTO agents.executions
+    (chat_id, agent_name, status, input, output, model, prompt_tokens, completion_tokens,
+     cost_usd, attempt, worker_id, started_at, finished_at, created_at)
+SELECT chat_id, agent_name, 'succeeded', '{"prompt": "continue"}'::jsonb,
+       '{"text": "done"}'::jsonb, 'gpt-4o-mini', 900, 120, 0.000207, 1, 'seed-worker',
+       created_at + interval '1 second', created_at + interval '5 seconds', created_at
+FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[]) AS run (chat_id, agent_name, created_at)
+"""
+
+INSERT_QUEUED_EXECUTIONS = """
+INSERT INTO agents.executions (chat_id, agent_name, input)
+SELECT chat_id, agent_name, '{"prompt": "continue"}'::jsonb
+FROM unnest(%s::uuid[], %s::text[]) AS run (chat_id, agent_name)
+"""
+
+INSERT_SESSIONS = """
+INSERT INTO telegram.sessions
+    (bot_id, telegram_chat_id, telegram_user_id, username, language_code, data, chat_id)
+SELECT %s, user_id, user_id, 'user' || user_id, language_code, '{"step": 0}'::jsonb, chat_id
+FROM unnest(%s::bigint[], %s::text[], %s::uuid[]) AS session (user_id, language_code, chat_id)
+"""
+
+
+# The full-text GIN index collects new entries in a pending list and merges it into the index
+# when it outgrows gin_pending_list_limit (4 MB): a merge of several batches that one unlucky
+# insert pays for, whichever layer made it. Autovacuum merges it in the background in
+# production (it is off on the throwaway server), so the benchmark merges it, untimed, before
+# each layer's bulk insert: each then pays for its own rows only.
+CLEAN_GIN_PENDING_LIST = (
+    "SELECT pg_catalog.gin_clean_pending_list('messaging.idx_messages_content_tsv'::regclass)"
+)
+# Room in the pending list for a whole bulk insert, so that no timed insert merges the list
+# half-way. Set on the benchmark's throwaway database only.
+RAISE_GIN_PENDING_LIST_LIMIT = (
+    "ALTER INDEX messaging.idx_messages_content_tsv SET (gin_pending_list_limit = 32768)"
+)
+
+
+def message_text(rng: random.Random, topic: int, role: str) -> str:
+    title, verb, things = TOPICS[topic]
+    thing = rng.choice(things)
+    if role == "user":
+        return f"Can you {verb} {thing} for the {title.lower()}? I need it done by Friday."
+    return (
+        f"Done: I will {verb} {thing}. I also checked what else the {title.lower()} needs "
+        "and added it to your list. Anything else?"
+    )
+
+
+async def load(conninfo: str, size: LayerSize, rng: random.Random) -> Dataset:
+    """Fill the database; messages go through agentdb's COPY (`add_messages`)."""
+    owners = [UUID(int=rng.getrandbits(128), version=4) for _ in range(size.owners)]
+    start = datetime.now(UTC) - timedelta(days=90)
+    chat_owners = [
+        owner
+        for owner, count in zip(owners, long_tail(rng, size.chats, size.owners), strict=True)
+        for _ in range(count)
+    ]
+    topics = [rng.randrange(len(TOPICS)) for _ in chat_owners]
+    async with DatabaseManager(DatabaseConfig(url=conninfo, max_pool_size=2)) as db:
+        async with db.session() as conn:
+            cursor = await conn.execute(
+                INSERT_CHATS,
+                [
+                    chat_owners,
+                    [TOPICS[topic][0] for topic in topics],
+                    [start + timedelta(minutes=rng.randrange(60 * 24 * 30)) for _ in topics],
+                ],
+            )
+            chats: list[tuple[UUID, UUID]] = [(row[0], row[1]) for row in await cursor.fetchall()]
+
+        batch: list[dict[str, Any]] = []
+        at = start
+        for (chat_id, _), topic, count in zip(
+            chats, topics, long_tail(rng, size.messages, len(chats)), strict=True
+        ):
+            at = start + timedelta(minutes=rng.randrange(60 * 24 * 60))
+            for turn in range(count):
+                role = "user" if turn % 2 == 0 else "assistant"
+                content = message_text(rng, topic, role)
+                at += timedelta(seconds=rng.randrange(5, 300))
+                batch.append(
+                    {
+                        "chat_id": chat_id,
+                        "role": role,
+                        "content": content,
+                        "token_count": len(content) // 4,
+                        "created_at": at,
+                    }
+                )
+                if len(batch) == 5_000:
+                    async with db.session() as conn:
+                        await messaging.add_messages(conn, batch)
+                    batch.clear()
+        if batch:
+            async with db.session() as conn:
+                await messaging.add_messages(conn, batch)
+
+        async with db.session() as conn:
+            todo_chats = [rng.choice(chats) for _ in range(size.todos)]
+            cursor = await conn.execute(
+                INSERT_TODOS,
+                [
+                    [owner for _, owner in todo_chats],
+                    [chat for chat, _ in todo_chats],
+                    [f"Todo {i}" for i in range(size.todos)],
+                    [rng.choice([1, 2, 3, 3, 3, 4, 5]) for _ in range(size.todos)],
+                    [
+                        rng.choices(["pending", "in_progress", "done", "cancelled"], [5, 2, 4, 1])[
+                            0
+                        ]
+                        for _ in range(size.todos)
+                    ],
+                ],
+            )
+            todo_ids = [row[0] for row in await cursor.fetchall()]
+            finished = size.executions - size.queued
+            await conn.execute(
+                INSERT_FINISHED_EXECUTIONS,
+                [
+                    [rng.choice(chats)[0] for _ in range(finished)],
+                    [rng.choice(AGENTS) for _ in range(finished)],
+                    [start + timedelta(seconds=rng.randrange(90 * 86400)) for _ in range(finished)],
+                ],
+            )
+            await conn.execute(
+                INSERT_QUEUED_EXECUTIONS,
+                [
+                    [rng.choice(chats)[0] for _ in range(size.queued)],
+                    [rng.choice(AGENTS) for _ in range(size.queued)],
+                ],
+            )
+            user_ids = [100_000_000 + i for i in range(size.sessions)]
+            await conn.execute(
+                INSERT_SESSIONS,
+                [
+                    BOT_ID,
+                    user_ids,
+                    [rng.choice(LANGUAGES) for _ in user_ids],
+                    [rng.choice(chats)[0] if rng.random() < 0.5 else None for _ in user_ids],
+                ],
+            )
+        async with db.connection() as conn:
+            await conn.execute(RAISE_GIN_PENDING_LIST_LIMIT)
+            await conn.execute("VACUUM ANALYZE")
+    keys = [
+        {"bot_id": BOT_ID, "telegram_chat_id": user_id, "telegram_user_id": user_id}
+        for user_id in user_ids
+    ]
+    return Dataset(chats=chats, todo_ids=todo_ids, session_keys=keys, messages=size.messages)
+
+
+# The three layers -------------------------------------------------------------------------
+
+
+class Layer(Protocol):
+    async def add_message(
+        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+    ) -> Any: ...
+    async def list_messages(self, chat_id: UUID) -> Any: ...
+    async def get_chat(self, chat_id: UUID) -> Any: ...
+    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any: ...
+    async def run_execution(self, job: Job) -> Any: ...
+    async def touch_session(
+        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+    ) -> Any: ...
+    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Job:
+    agent_name: str
+    input: dict[str, Any]
+    chat_id: UUID
+    worker_id: str
+    output: dict[str, Any]
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+
+
+class RawLayer:
+    """(a): agentdb's SQL on plain psycopg, tuples out, nothing checked."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def add_message(
+        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+    ) -> Any:
+        params = {
+            "chat_id": chat_id,
+            "role": role,
+            "content": content,
+            "embedding": None,
+            "token_count": token_count,
+            "metadata": Jsonb(metadata),
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(message_sql.INSERT_MESSAGE, params, binary=True)
+            return await cursor.fetchone()
+
+    async def list_messages(self, chat_id: UUID) -> Any:
+        params = {
+            "chat_id": chat_id,
+            "before_created_at": message_sql.FIRST_PAGE_AT,
+            "before_id": message_sql.LAST_UUID,
+            "limit": 51,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(message_sql.SELECT_MESSAGES_PAGE, params, binary=True)
+            rows = await cursor.fetchall()
+        page = rows[:50]
+        page.reverse()
+        return page
+
+    async def get_chat(self, chat_id: UUID) -> Any:
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(message_sql.SELECT_CHAT, [chat_id])
+            return await cursor.fetchone()
+
+    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any:
+        params = {
+            "todo_id": todo_id,
+            **{f"set_{name}": name in updates for name in tasks.UPDATABLE_FIELDS},
+            **dict.fromkeys(tasks.UPDATABLE_FIELDS),
+            **updates,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(tasks.UPDATE_TODO, params)
+            return await cursor.fetchone()
+
+    async def run_execution(self, job: Job) -> Any:
+        params = {
+            "agent_name": job.agent_name,
+            "input": Jsonb(job.input),
+            "chat_id": job.chat_id,
+            "message_id": None,
+            "todo_id": None,
+            "max_attempts": 3,
+            "priority": 0,
+            "run_after": None,
+            "dedupe_key": None,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            await (await conn.execute(agents.INSERT_EXECUTION, params)).fetchone()
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                agents.CLAIM_NEXT_EXECUTION, {"worker_id": job.worker_id, "agent_names": None}
+            )
+            claimed = await cursor.fetchone()
+        assert claimed is not None
+        params = {
+            "execution_id": claimed[0],
+            "output": Jsonb(job.output),
+            "model": job.model,
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": job.completion_tokens,
+            "cost_usd": job.cost_usd,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            return await (await conn.execute(agents.COMPLETE_EXECUTION, params)).fetchone()
+
+    async def touch_session(
+        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+    ) -> Any:
+        params = {
+            "thread_id": None,
+            "business_connection_id": None,
+            "destiny": "default",
+            **key,
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            await (
+                await conn.execute(
+                    telegram.UPSERT_SESSION,
+                    params | {"username": username, "language_code": language_code},
+                )
+            ).fetchone()
+            cursor = await conn.execute(telegram.MERGE_DATA, params | {"patch": Jsonb(patch)})
+            return await cursor.fetchone()
+
+    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
+        chat_ids = list({row["chat_id"] for row in rows})
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(message_sql.SELECT_CHAT_OWNERS, [chat_ids])
+            found = await cursor.fetchall()
+            owners = {chat_id: owner_id for chat_id, owner_id, _ in found}
+            clock: datetime = found[0][2]
+            last_at: dict[UUID, datetime] = {}
+            async with conn.cursor().copy(message_sql.COPY_MESSAGES) as copy:
+                copy.set_types(message_sql.COPY_MESSAGES_TYPES)
+                for offset, row in enumerate(rows):
+                    at = clock + timedelta(microseconds=offset)
+                    last_at[row["chat_id"]] = at
+                    await copy.write_row(
+                        (
+                            row["chat_id"],
+                            owners[row["chat_id"]],
+                            row["role"],
+                            row["content"],
+                            None,
+                            row["token_count"],
+                            Jsonb(row["metadata"]),
+                            at,
+                            at,
+                        )
+                    )
+            await conn.execute(
+                message_sql.UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())]
+            )
+        return len(rows)
+
+
+class AgentdbLayer:
+    """(b): the project's query functions, each unit of work in `db.session()`."""
+
+    def __init__(self, db: DatabaseManager) -> None:
+        self.db = db
+
+    async def add_message(
+        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+    ) -> Any:
+        async with self.db.session() as conn:
+            return await messaging.add_message(
+                conn,
+                chat_id,
+                role=role,
+                content=content,
+                token_count=token_count,
+                metadata=metadata,
+            )
+
+    async def list_messages(self, chat_id: UUID) -> Any:
+        async with self.db.session() as conn:
+            return await messaging.list_messages(conn, chat_id, limit=50)
+
+    async def get_chat(self, chat_id: UUID) -> Any:
+        async with self.db.session() as conn:
+            return await messaging.get_chat(conn, chat_id)
+
+    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any:
+        async with self.db.session() as conn:
+            return await tasks.update_todo(conn, todo_id, updates)
+
+    async def run_execution(self, job: Job) -> Any:
+        async with self.db.session() as conn:
+            await agents.enqueue_execution(
+                conn, agent_name=job.agent_name, input=job.input, chat_id=job.chat_id
+            )
+        async with self.db.session() as conn:
+            claimed = await agents.claim_next_execution(conn, worker_id=job.worker_id)
+        assert claimed is not None
+        async with self.db.session() as conn:
+            return await agents.complete_execution(
+                conn,
+                claimed.id,
+                output=job.output,
+                model=job.model,
+                prompt_tokens=job.prompt_tokens,
+                completion_tokens=job.completion_tokens,
+                cost_usd=job.cost_usd,
+            )
+
+    async def touch_session(
+        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+    ) -> Any:
+        session_key = telegram.SessionKey(**key)
+        async with self.db.session() as conn:
+            await telegram.upsert_session(
+                conn, session_key, username=username, language_code=language_code
+            )
+            return await telegram.update_data(conn, session_key, patch)
+
+    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
+        async with self.db.session() as conn:
+            return await messaging.add_messages(conn, rows)
+
+
+class OrmLayerAdapter:
+    """(c): `app.bench.orm.OrmLayer` behind the same interface."""
+
+    def __init__(self, orm: Any) -> None:
+        self.orm = orm
+
+    async def add_message(
+        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+    ) -> Any:
+        return await self.orm.add_message(chat_id, role, content, token_count, metadata)
+
+    async def list_messages(self, chat_id: UUID) -> Any:
+        return await self.orm.list_messages(chat_id)
+
+    async def get_chat(self, chat_id: UUID) -> Any:
+        return await self.orm.get_chat(chat_id)
+
+    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any:
+        return await self.orm.update_todo(todo_id, updates)
+
+    async def run_execution(self, job: Job) -> Any:
+        await self.orm.enqueue_execution(job.agent_name, job.input, job.chat_id)
+        claimed = await self.orm.claim_next_execution(job.worker_id)
+        assert claimed is not None
+        return await self.orm.complete_execution(
+            claimed.id,
+            job.output,
+            job.model,
+            job.prompt_tokens,
+            job.completion_tokens,
+            job.cost_usd,
+        )
+
+    async def touch_session(
+        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+    ) -> Any:
+        full_key = {"thread_id": None, "business_connection_id": None, "destiny": "default", **key}
+        return await self.orm.upsert_session_and_update_data(
+            full_key, username, language_code, patch
+        )
+
+    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
+        return await self.orm.add_messages(rows)
+
+
+# The operations ---------------------------------------------------------------------------
+
+
+Call = Callable[[Layer], Awaitable[Any]]
+
+
+def bind(method: str, *args: Any) -> Call:
+    """A call of `layer.<method>(*args)` for whichever layer it is given."""
+
+    async def call(layer: Layer) -> Any:
+        return await getattr(layer, method)(*args)
+
+    return call
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    kind: str  # "read", "write" or "bulk"
+    make_calls: Callable[[random.Random, int], list[Call]]
+    """The calls of one round (the same list runs through every layer)."""
+    per_call: int = 1
+    """Units a call counts for (rows, for the bulk insert)."""
+    before_each: tuple[LiteralString, ...] = ()
+    """Statements run (untimed) before every layer's turn in a round."""
+
+
+def operations(data: Dataset, size: LayerSize) -> list[Operation]:
+    chat_ids = [chat_id for chat_id, _ in data.chats]
+
+    def add_message(rng: random.Random, count: int) -> list[Call]:
+        calls: list[Call] = []
+        for _ in range(count):
+            chat_id, topic = rng.choice(chat_ids), rng.randrange(len(TOPICS))
+            role = rng.choice(["user", "assistant"])
+            content = message_text(rng, topic, role)
+            metadata = {"source": rng.choice(["web", "telegram"]), "client": "bench"}
+
+            calls.append(bind("add_message", chat_id, role, content, len(content) // 4, metadata))
+        return calls
+
+    def list_messages(rng: random.Random, count: int) -> list[Call]:
+        picks = [rng.choice(chat_ids) for _ in range(count)]
+        return [bind("list_messages", chat_id) for chat_id in picks]
+
+    def get_chat(rng: random.Random, count: int) -> list[Call]:
+        picks = [rng.choice(chat_ids) for _ in range(count)]
+        return [bind("get_chat", chat_id) for chat_id in picks]
+
+    def update_todo(rng: random.Random, count: int) -> list[Call]:
+        calls: list[Call] = []
+        for _ in range(count):
+            todo_id = rng.choice(data.todo_ids)
+            updates = {
+                "status": rng.choice(["pending", "in_progress", "done"]),
+                "priority": rng.randint(1, 5),
+            }
+            calls.append(bind("update_todo", todo_id, updates))
+        return calls
+
+    def run_execution(rng: random.Random, count: int) -> list[Call]:
+        calls: list[Call] = []
+        for _ in range(count):
+            prompt, completion = rng.randrange(200, 8000), rng.randrange(20, 1500)
+            job = Job(
+                agent_name=rng.choice(AGENTS),
+                input={"prompt": "continue the conversation", "temperature": 0.2},
+                chat_id=rng.choice(chat_ids),
+                worker_id="bench-worker-1",
+                output={"text": "done", "finish_reason": "stop"},
+                model=rng.choice(MODELS),
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=Decimal(prompt * 15 + completion * 60).scaleb(-8),
+            )
+            calls.append(bind("run_execution", job))
+        return calls
+
+    def touch_session(rng: random.Random, count: int) -> list[Call]:
+        calls: list[Call] = []
+        for _ in range(count):
+            key = rng.choice(data.session_keys)
+            language = rng.choice([code for code in LANGUAGES if code])
+            username = f"user{key['telegram_user_id']}"
+            patch = {"step": rng.randrange(10), "cart_items": rng.randrange(1, 6)}
+            calls.append(bind("touch_session", key, username, language, patch))
+        return calls
+
+    def add_messages(rng: random.Random, count: int) -> list[Call]:
+        calls: list[Call] = []
+        for _ in range(count):
+            targets = rng.sample(chat_ids, min(50, len(chat_ids)))
+            rows = []
+            for i in range(size.bulk_rows):
+                role = "user" if i % 2 == 0 else "assistant"
+                content = message_text(rng, i % len(TOPICS), role)
+                rows.append(
+                    {
+                        "chat_id": targets[i % len(targets)],
+                        "role": role,
+                        "content": content,
+                        "token_count": len(content) // 4,
+                        "metadata": {"source": "import"},
+                    }
+                )
+            calls.append(bind("add_messages", rows))
+        return calls
+
+    return [
+        Operation("add_message", "write", add_message),
+        Operation("list_messages (page of 50)", "read", list_messages),
+        Operation("get_chat", "read", get_chat),
+        Operation("update_todo", "write", update_todo),
+        Operation("enqueue + claim + complete", "write", run_execution),
+        Operation("upsert_session + update_data", "write", touch_session),
+        Operation(
+            f"bulk insert {size.bulk_rows:,} messages",
+            "bulk",
+            add_messages,
+            size.bulk_rows,
+            before_each=(CLEAN_GIN_PENDING_LIST,),
+        ),
+    ]
+
+
+# Measuring --------------------------------------------------------------------------------
+
+LAYERS = ("a", "b", "c")
+LAYER_NAMES = {"a": "raw psycopg", "b": "agentdb", "c": "SQLAlchemy ORM"}
+COST_TARGET = 1.15  # b's time at most 1.15 x a's
+BULK_TARGET = 0.9  # b's bulk throughput at least 0.9 x a's (raw COPY)
+SPEED_TARGETS = {"read": 1.2, "write": 1.5, "bulk": 1.5}  # b at least this much faster than c
+
+
+@dataclass
+class OperationResult:
+    operation: Operation
+    calls_per_round: int
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LAYERS})
+    cpu_seconds: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LAYERS})
+
+    def ops_per_second(self, layer: str) -> float:
+        units = self.calls_per_round * self.operation.per_call
+        return statistics.median(units / seconds for seconds in self.seconds[layer])
+
+    def cpu_per_call(self, layer: str) -> float:
+        """Median client CPU time (s) of one call: the Python side of the layer, no waiting."""
+        return statistics.median(self.cpu_seconds[layer]) / self.calls_per_round
+
+    def cost(self) -> float:
+        """Median over rounds of b's time / a's time (the layer's overhead over raw psycopg)."""
+        return statistics.median(
+            b / a for a, b in zip(self.seconds["a"], self.seconds["b"], strict=True)
+        )
+
+    def speedup(self) -> float:
+        """Median over rounds of c's time / b's time (how much faster agentdb is than the ORM)."""
+        return statistics.median(
+            c / b for b, c in zip(self.seconds["b"], self.seconds["c"], strict=True)
+        )
+
+    def cost_target(self) -> float:
+        return 1 / BULK_TARGET if self.operation.kind == "bulk" else COST_TARGET
+
+    def speed_target(self) -> float:
+        return SPEED_TARGETS[self.operation.kind]
+
+    def misses(self) -> list[str]:
+        found = []
+        if self.cost() > self.cost_target():
+            found.append(
+                f"b/a time {self.cost():.2f} > {self.cost_target():.2f}"
+                f" ({(self.cost() / self.cost_target() - 1) * 100:.0f}% over)"
+            )
+        if self.speedup() < self.speed_target():
+            found.append(
+                f"c/b time {self.speedup():.2f} < {self.speed_target():.2f}"
+                f" ({(1 - self.speedup() / self.speed_target()) * 100:.0f}% short)"
+            )
+        return found
+
+
+async def run_round(calls: Sequence[Call], layer: Layer) -> tuple[float, float]:
+    """Wall-clock and client CPU seconds of running `calls` through `layer`."""
+    cpu, started = time.process_time(), time.perf_counter()
+    for call in calls:
+        await call(layer)
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+async def measure(
+    layers: dict[str, Layer],
+    operation: Operation,
+    rounds: int,
+    per_round: int,
+    seed: int,
+    admin: psycopg_pool.AsyncConnectionPool[Any],
+) -> OperationResult:
+    """`rounds` rounds; in each, the same `per_round` calls go through a, b and c in an order
+    that rotates from round to round. Rounds are short so that a burst of noise on the
+    machine spoils one round of one layer, which the medians then ignore."""
+    rng = random.Random(seed)
+    result = OperationResult(operation, calls_per_round=per_round)
+    # Warm up: prepared statements (psycopg prepares on the 5th run), asyncpg's statement
+    # cache, SQLAlchemy's compiled cache, the server's buffers.
+    warm = operation.make_calls(rng, 1 if operation.kind == "bulk" else 12)
+    for key in LAYERS:
+        await run_round(warm, layers[key])
+    gc.collect()
+    for number in range(rounds):
+        calls = operation.make_calls(rng, per_round)
+        order = LAYERS[number % 3 :] + LAYERS[: number % 3]
+        for key in order:
+            if operation.before_each:
+                async with admin.connection() as conn:
+                    for statement in operation.before_each:
+                        await conn.execute(statement)
+            wall, cpu = await run_round(calls, layers[key])
+            result.seconds[key].append(wall)
+            result.cpu_seconds[key].append(cpu)
+    return result
+
+
+async def measure_all(
+    conninfo: str, asyncpg_url: str, data: Dataset, size: LayerSize
+) -> list[OperationResult]:
+    from app.bench.orm import OrmLayer, make_engine
+
+    config = DatabaseConfig(url=conninfo, min_pool_size=1, max_pool_size=2)
+    raw_pool = psycopg_pool.AsyncConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True, "prepare_threshold": config.prepare_threshold},
+        configure=register_vector_async,
+        open=False,
+    )
+    engine = make_engine(asyncpg_url)
+    results = []
+    try:
+        await raw_pool.open(wait=True)
+        async with DatabaseManager(config) as db:
+            layers: dict[str, Layer] = {
+                "a": RawLayer(raw_pool),
+                "b": AgentdbLayer(db),
+                "c": OrmLayerAdapter(OrmLayer(engine)),
+            }
+            for index, operation in enumerate(operations(data, size)):
+                bulk = operation.kind == "bulk"
+                started = time.perf_counter()
+                result = await measure(
+                    layers,
+                    operation,
+                    size.bulk_rounds if bulk else size.rounds,
+                    1 if bulk else size.ops_per_round,
+                    seed=1000 + index,
+                    admin=raw_pool,
+                )
+                print(
+                    f"  {operation.name}: "
+                    + ", ".join(f"{k} {result.ops_per_second(k):,.0f}/s" for k in LAYERS)
+                    + f" ({time.perf_counter() - started:.1f} s)",
+                    flush=True,
+                )
+                results.append(result)
+    finally:
+        await raw_pool.close()
+        await engine.dispose()
+    return results
+
+
+# Reporting --------------------------------------------------------------------------------
+
+
+def report_table(results: Sequence[OperationResult]) -> str:
+    rows = []
+    for r in results:
+        unit = " rows/s" if r.operation.kind == "bulk" else ""
+        misses = r.misses()
+        rows.append(
+            [
+                r.operation.name,
+                r.operation.kind,
+                f"{r.ops_per_second('a'):,.0f}{unit}",
+                f"{r.ops_per_second('b'):,.0f}{unit}",
+                f"{r.ops_per_second('c'):,.0f}{unit}",
+                f"{r.cost():.2f} (≤ {r.cost_target():.2f})",
+                f"{r.speedup():.2f}x (≥ {r.speed_target():.1f})",
+                "yes" if not misses else "**no**",
+            ]
+        )
+    return markdown_table(
+        [
+            "operation",
+            "kind",
+            "(a) raw psycopg ops/s",
+            "(b) agentdb ops/s",
+            "(c) SQLAlchemy ORM ops/s",
+            "b/a time",
+            "b faster than c",
+            "targets met",
+        ],
+        rows,
+    )
+
+
+def cpu_table(results: Sequence[OperationResult]) -> str:
+    """Client CPU per call: the Python work of each layer, without the waits on the server."""
+    rows = []
+    for r in results:
+        a, b, c = (r.cpu_per_call(k) * 1e6 for k in LAYERS)
+        rows.append([r.operation.name, f"{a:,.0f}", f"{b:,.0f}", f"{c:,.0f}", f"{b - a:+,.0f}"])
+    return markdown_table(
+        ["operation", "(a) CPU µs/op", "(b) CPU µs/op", "(c) CPU µs/op", "b - a µs"], rows
+    )
+
+
+def plot(results: Sequence[OperationResult], title: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [r.operation.name.replace(" (page of 50)", "").replace(" + ", "+\n") for r in results]
+    positions = range(len(results))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    left.bar(positions, [r.cost() for r in results], color="tab:blue")
+    for i, r in enumerate(results):
+        left.hlines(r.cost_target(), i - 0.4, i + 0.4, colors="tab:red", linestyles="--")
+    left.axhline(1.0, color="grey", linewidth=0.8)
+    left.set_title("b/a: agentdb time / raw psycopg time (lower is better; red: target)")
+    right.bar(positions, [r.speedup() for r in results], color="tab:green")
+    for i, r in enumerate(results):
+        right.hlines(r.speed_target(), i - 0.4, i + 0.4, colors="tab:red", linestyles="--")
+    right.axhline(1.0, color="grey", linewidth=0.8)
+    right.set_title("c/b: SQLAlchemy ORM time / agentdb time (higher is better)")
+    for axes in (left, right):
+        axes.set_xticks(list(positions), names, rotation=35, ha="right", fontsize=8)
+        axes.grid(axis="y", alpha=0.3)
+        axes.title.set_fontsize(9)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path = results_dir() / "layer.png"
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return str(path)
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    packages = ("psycopg", "pydantic", "sqlalchemy", "asyncpg")
+    return f"Python {platform.python_version()}, " + ", ".join(
+        f"{name} {version(name)}" for name in packages
+    )
+
+
+# Entry point ------------------------------------------------------------------------------
+
+
+def run(size: LayerSize = FULL) -> str:
+    """Run the whole benchmark; return the Markdown report (also written to bench-results/)."""
+    from app.bench.orm import asyncpg_url
+
+    rng = random.Random(42)
+    started = time.perf_counter()
+    with embedded.throwaway_server(prefix="agentdb-bench-") as server_url:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench_layer")
+            server_version = conn.info.server_version
+        conninfo = make_conninfo(server_url, dbname="bench_layer")
+        Migrator(conninfo).apply()
+        data = asyncio.run(load(conninfo, size, rng))
+        gc.collect()
+        gc.freeze()  # the data set's objects are never garbage: keep them out of every collection
+        print(
+            f"loaded {len(data.chats):,} chats of {size.owners} owners, {size.messages:,} messages,"
+            f" {size.todos:,} todos, {size.executions:,} executions, {size.sessions:,} sessions"
+            f" in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        parts = conninfo_to_dict(server_url)
+        port = int(str(parts["port"])) if parts.get("port") else None
+        orm_url = asyncpg_url(str(parts["host"]), port, "bench_layer")
+        results = asyncio.run(measure_all(conninfo, orm_url, data, size))
+    elapsed = time.perf_counter() - started
+    major, minor = divmod(server_version, 10_000)
+    summary = (
+        f"{len(data.chats):,} chats / {size.owners} owners, {size.messages:,} messages,"
+        f" {size.todos:,} todos, {size.executions:,} executions, {size.sessions:,} sessions;"
+        f" {size.rounds} rounds x {size.ops_per_round} ops"
+        f" ({size.bulk_rounds} rounds of the bulk insert)"
+    )
+    misses = [f"- {r.operation.name}: {'; '.join(r.misses())}" for r in results if r.misses()]
+    report = (
+        f"agentdb layer benchmark: {summary}\n"
+        f"PostgreSQL {major}.{minor} (embedded, Unix socket), {versions()};"
+        f" {elapsed:.0f} s in all\n\n"
+        + report_table(results)
+        + "\n\nops/s: median over rounds. b/a time and c/b (b faster than c): medians of the"
+        " per-round time ratios (each round runs the same inputs through a, b and c).\n\n"
+        "Where the time goes: client CPU per operation (median; the rest is waiting on the"
+        " server)\n\n"
+        + cpu_table(results)
+        + "\n"
+        + ("\nTargets missed:\n" + "\n".join(misses) + "\n" if misses else "\nAll targets met.\n")
+        + (
+            "\n(--quick: a smoke test with few rounds; judge the targets on a full run.)\n"
+            if size == QUICK
+            else ""
+        )
+    )
+    (results_dir() / "layer.md").write_text(report)
+    png = plot(results, f"agentdb layer benchmark ({summary})")
+    return report + (
+        f"\nplot: {png}\n" if png else "\n(no plot: install the bench extra for matplotlib)\n"
+    )
