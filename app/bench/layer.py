@@ -368,10 +368,11 @@ class RawLayer:
             "dedupe_key": None,
         }
         async with self.pool.connection() as conn, conn.transaction():
-            await (await conn.execute(agents.INSERT_EXECUTION, params)).fetchone()
+            await (await conn.execute(agents.queries.INSERT_EXECUTION, params)).fetchone()
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                agents.CLAIM_NEXT_EXECUTION, {"worker_id": job.worker_id, "agent_names": None}
+                agents.queries.CLAIM_NEXT_EXECUTION,
+                {"worker_id": job.worker_id, "agent_names": None},
             )
             claimed = await cursor.fetchone()
         assert claimed is not None
@@ -384,7 +385,7 @@ class RawLayer:
             "cost_usd": job.cost_usd,
         }
         async with self.pool.connection() as conn, conn.transaction():
-            return await (await conn.execute(agents.COMPLETE_EXECUTION, params)).fetchone()
+            return await (await conn.execute(agents.queries.COMPLETE_EXECUTION, params)).fetchone()
 
     async def touch_session(
         self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]

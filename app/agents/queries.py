@@ -1,17 +1,7 @@
-"""Schema `agents`: executions, the runs of agents and the job queue they wait in.
+"""Query functions of schema `agents`: the execution queue and its history.
 
-Producers enqueue executions; workers claim the queue head (FOR UPDATE SKIP LOCKED), then
-complete, fail (retried with exponential backoff while attempts remain) or see them
-cancelled. Row models, input models, SQL constants, then the query functions in the order of
-DESIGN.md's API list. Every function takes the caller's connection and never commits.
-
-State machine (every other transition raises ConflictError naming the current status):
-
-    queued  --claim-->  running  --complete-->  succeeded
-    running --fail, attempts left-->  queued      (run_after pushed into the future)
-    running --fail, none left / retry=False-->  failed
-    running --no heartbeat--> queued / failed     (requeue_stale_executions)
-    queued | running  --cancel-->  cancelled      (running: is_cancel_requested is set too)
+SQL constants first, then the functions in the order of DESIGN.md's API list. Every function
+takes the caller's connection and never commits.
 """
 
 from __future__ import annotations
@@ -19,166 +9,29 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, NoReturn, get_args
+from typing import Any, NoReturn
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
+from app.agents.models import (
+    EXECUTION_STATUSES,
+    ClaimInput,
+    CompletionInput,
+    Execution,
+    ExecutionCreate,
+    ExecutionStats,
+    ExecutionStatus,
+    FailureInput,
+    ListFilterInput,
+    StaleCheckInput,
+    StatsFilterInput,
+)
 from app.database.errors import ConflictError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
 from app.database.rows import model_rows
-from app.database.validation import (
-    InputModel,
-    JsonObject,
-    JsonValue,
-    Name,
-    Text,
-    as_uuid,
-    validated,
-)
-
-__all__ = [
-    "EXECUTION_STATUSES",
-    "NOTIFY_CHANNEL",
-    "Execution",
-    "ExecutionCreate",
-    "ExecutionStats",
-    "ExecutionStatus",
-    "cancel_execution",
-    "claim_next_execution",
-    "complete_execution",
-    "enqueue_execution",
-    "execution_stats",
-    "fail_execution",
-    "get_execution",
-    "list_executions",
-    "requeue_stale_executions",
-]
-
-ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
-
-NOTIFY_CHANNEL = "agentdb_executions"
-"""The channel every enqueue notifies (payload: the agent_name); workers LISTEN on it."""
-
-INT32_MAX = 2**31 - 1
-Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
-TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
-Cost = Annotated[Decimal, Field(ge=0, lt=1_000_000, allow_inf_nan=False)]
-"""US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth."""
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-ErrorText = Annotated[Text, AfterValidator(_not_blank)]
-"""An error message: any text without NUL characters, not only white space."""
-
-
-# Row models -------------------------------------------------------------------------------
-
-
-class Execution(BaseModel):
-    """A row of agents.executions."""
-
-    id: UUID
-    chat_id: UUID | None
-    message_id: UUID | None
-    todo_id: UUID | None
-    agent_name: str
-    status: ExecutionStatus
-    priority: int
-    run_after: datetime
-    dedupe_key: str | None
-    input: dict[str, Any]
-    output: Any
-    error: str | None
-    model: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cost_usd: Decimal | None
-    attempt: int
-    max_attempts: int
-    worker_id: str | None
-    heartbeat_at: datetime | None
-    is_cancel_requested: bool
-    started_at: datetime | None
-    finished_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class ExecutionStats(BaseModel):
-    """Numbers about the executions an `execution_stats` call selected.
-
-    Durations are `timedelta`s of finished_at - started_at over succeeded and failed
-    executions (a retried run counts its last attempt); None when there are none.
-    """
-
-    counts: dict[ExecutionStatus, int]
-    total: int
-    success_rate: float | None
-    """succeeded / (succeeded + failed); None while neither happened."""
-    p50_duration: timedelta | None
-    p95_duration: timedelta | None
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: Decimal
-
-
-# Input models -----------------------------------------------------------------------------
-
-
-class ExecutionCreate(InputModel):
-    agent_name: Name
-    input: JsonObject = Field(default_factory=dict)
-    chat_id: UUID | None = None
-    message_id: UUID | None = None
-    todo_id: UUID | None = None
-    max_attempts: Annotated[int, Field(ge=1, le=INT32_MAX)] = 3
-    priority: Int32 = 0
-    run_after: AwareDatetime | None = None
-    dedupe_key: Name | None = None
-
-
-class _Claim(InputModel):
-    worker_id: Name
-    agent_names: Annotated[list[Name], Field(min_length=1)] | None = None
-
-
-class _Completion(InputModel):
-    output: JsonValue | None = None
-    model: Name | None = None
-    prompt_tokens: TokenCount | None = None
-    completion_tokens: TokenCount | None = None
-    cost_usd: Cost | None = None
-
-
-class _Failure(InputModel):
-    error: ErrorText
-    retry: bool = True
-    retry_in: Annotated[timedelta, Field(ge=timedelta(0))] | None = None
-
-
-class _ListFilter(InputModel):
-    chat_id: UUID | None = None
-    agent_name: Name | None = None
-    status: ExecutionStatus | None = None
-
-
-class _StaleCheck(InputModel):
-    older_than: Annotated[timedelta, Field(gt=timedelta(0))]
-
-
-class _StatsFilter(InputModel):
-    agent_name: Name | None = None
-    since: AwareDatetime | None = None
-
+from app.database.validation import as_uuid, validated
 
 # SQL --------------------------------------------------------------------------------------
 
@@ -503,7 +356,7 @@ async def claim_next_execution(
     agent_names: Sequence[str] | None = None,
 ) -> Execution | None:
     """Move the queue head (of `agent_names`, else any agent) to running for `worker_id`."""
-    data = validated(_Claim, worker_id=worker_id, agent_names=agent_names)
+    data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names)
     params = {"worker_id": data.worker_id, "agent_names": data.agent_names}
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
         await cursor.execute(CLAIM_NEXT_EXECUTION, params)
@@ -524,7 +377,7 @@ async def complete_execution(
     """Mark a running execution succeeded, with its output and usage."""
     execution_id = as_uuid(execution_id, "execution_id")
     data = validated(
-        _Completion,
+        CompletionInput,
         output=output,
         model=model,
         prompt_tokens=prompt_tokens,
@@ -562,7 +415,7 @@ async def fail_execution(
     (at most an hour) times a random factor in [0.5, 1).
     """
     execution_id = as_uuid(execution_id, "execution_id")
-    data = validated(_Failure, error=error, retry=retry, retry_in=retry_in)
+    data = validated(FailureInput, error=error, retry=retry, retry_in=retry_in)
     params = {
         "execution_id": execution_id,
         "error": data.error,
@@ -608,7 +461,7 @@ async def list_executions(
     cursor: str | None = None,
 ) -> Page[Execution]:
     """Executions matching every filter given, newest first."""
-    data = validated(_ListFilter, chat_id=chat_id, agent_name=agent_name, status=status)
+    data = validated(ListFilterInput, chat_id=chat_id, agent_name=agent_name, status=status)
     check_limit(limit)
     before_created_at, before_id = (
         decode_cursor(cursor, datetime.fromisoformat, UUID)
@@ -644,7 +497,7 @@ async def requeue_stale_executions(conn: AsyncConnection[Any], *, older_than: ti
     Each goes back to queued (runnable at once) if attempts remain, else ends as failed;
     either way `error` says it went stale.
     """
-    data = validated(_StaleCheck, older_than=older_than)
+    data = validated(StaleCheckInput, older_than=older_than)
     cursor = await conn.execute(REQUEUE_STALE_EXECUTIONS, {"older_than": data.older_than})
     return cursor.rowcount
 
@@ -658,7 +511,7 @@ async def execution_stats(
 ) -> ExecutionStats:
     """Counts by status, success rate, p50/p95 duration, tokens and cost of the executions
     created at or after `since` (of `agent_name`, else of every agent)."""
-    data = validated(_StatsFilter, agent_name=agent_name, since=since)
+    data = validated(StatsFilterInput, agent_name=agent_name, since=since)
     params = {"agent_name": data.agent_name, "since": data.since or ALL_TIME}
     query = EXECUTION_STATS if data.agent_name is None else EXECUTION_STATS_FOR_AGENT
     cursor = await conn.execute(query, params)

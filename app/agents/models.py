@@ -1,0 +1,127 @@
+"""Row and input models of schema `agents` (executions)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal, get_args
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from app.database.validation import InputModel, JsonObject, JsonValue, Name, NonBlankText
+
+ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
+
+NOTIFY_CHANNEL = "agentdb_executions"
+"""The channel every enqueue notifies (payload: the agent_name); workers LISTEN on it."""
+
+INT32_MAX = 2**31 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Cost = Annotated[Decimal, Field(ge=0, lt=1_000_000, allow_inf_nan=False)]
+"""US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth."""
+
+
+ErrorText = NonBlankText  # the shared type; the name says what it holds here
+
+
+# Row models -------------------------------------------------------------------------------
+
+
+class Execution(BaseModel):
+    """A row of agents.executions."""
+
+    id: UUID
+    chat_id: UUID | None
+    message_id: UUID | None
+    todo_id: UUID | None
+    agent_name: str
+    status: ExecutionStatus
+    priority: int
+    run_after: datetime
+    dedupe_key: str | None
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: Decimal | None
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    heartbeat_at: datetime | None
+    is_cancel_requested: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExecutionStats(BaseModel):
+    """Numbers about the executions an `execution_stats` call selected.
+
+    Durations are `timedelta`s of finished_at - started_at over succeeded and failed
+    executions (a retried run counts its last attempt); None when there are none.
+    """
+
+    counts: dict[ExecutionStatus, int]
+    total: int
+    success_rate: float | None
+    """succeeded / (succeeded + failed); None while neither happened."""
+    p50_duration: timedelta | None
+    p95_duration: timedelta | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: Decimal
+
+
+# Input models -----------------------------------------------------------------------------
+
+
+class ExecutionCreate(InputModel):
+    agent_name: Name
+    input: JsonObject = Field(default_factory=dict)
+    chat_id: UUID | None = None
+    message_id: UUID | None = None
+    todo_id: UUID | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=INT32_MAX)] = 3
+    priority: Int32 = 0
+    run_after: AwareDatetime | None = None
+    dedupe_key: Name | None = None
+
+
+class ClaimInput(InputModel):
+    worker_id: Name
+    agent_names: Annotated[list[Name], Field(min_length=1)] | None = None
+
+
+class CompletionInput(InputModel):
+    output: JsonValue | None = None
+    model: Name | None = None
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
+    cost_usd: Cost | None = None
+
+
+class FailureInput(InputModel):
+    error: ErrorText
+    retry: bool = True
+    retry_in: Annotated[timedelta, Field(ge=timedelta(0))] | None = None
+
+
+class ListFilterInput(InputModel):
+    chat_id: UUID | None = None
+    agent_name: Name | None = None
+    status: ExecutionStatus | None = None
+
+
+class StaleCheckInput(InputModel):
+    older_than: Annotated[timedelta, Field(gt=timedelta(0))]
+
+
+class StatsFilterInput(InputModel):
+    agent_name: Name | None = None
+    since: AwareDatetime | None = None
