@@ -25,7 +25,7 @@ from app.database.errors import (
     NotFoundError,
     database_errors,
 )
-from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
+from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import model_rows
 from app.database.validation import InputModel, JsonObject, Name, Text, as_uuid, validated
 
@@ -298,8 +298,6 @@ ORDER BY last_seen_at DESC, id DESC
 LIMIT %(limit)s
 """
 
-FIRST_PAGE_AT = "infinity"
-LAST_UUID = UUID(int=(1 << 128) - 1)
 
 SESSION_ROW = model_rows(TelegramSession)
 
@@ -420,11 +418,7 @@ async def list_active_sessions(
     """The bot's active sessions, most recently seen first."""
     bot = validated(_BotInput, bot_id=bot_id)
     check_limit(limit)
-    after_last_seen_at, after_id = (
-        decode_cursor(cursor, datetime.fromisoformat, UUID)
-        if cursor
-        else (FIRST_PAGE_AT, LAST_UUID)
-    )
+    after_last_seen_at, after_id = newest_first_start(cursor)
     params = {
         "bot_id": bot.bot_id,
         "after_last_seen_at": after_last_seen_at,

@@ -29,7 +29,7 @@ from app.agents.models import (
     StatsFilterInput,
 )
 from app.database.errors import ConflictError, NotFoundError, database_errors
-from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
+from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import model_rows
 from app.database.validation import as_uuid, validated
 
@@ -277,8 +277,6 @@ WHERE agent_name = %(agent_name)s
   AND created_at >= %(since)s
 """
 
-FIRST_PAGE_AT = "infinity"
-LAST_UUID = UUID(int=(1 << 128) - 1)
 ALL_TIME = "-infinity"
 
 # A dedupe_key's live execution can finish between our INSERT and SELECT; then we insert
@@ -463,11 +461,7 @@ async def list_executions(
     """Executions matching every filter given, newest first."""
     data = validated(ListFilterInput, chat_id=chat_id, agent_name=agent_name, status=status)
     check_limit(limit)
-    before_created_at, before_id = (
-        decode_cursor(cursor, datetime.fromisoformat, UUID)
-        if cursor
-        else (FIRST_PAGE_AT, LAST_UUID)
-    )
+    before_created_at, before_id = newest_first_start(cursor)
     params = {
         "chat_id": data.chat_id,
         "agent_name": data.agent_name,

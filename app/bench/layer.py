@@ -44,6 +44,7 @@ from app import agents, messaging, tasks, telegram
 from app.bench.common import markdown_table, results_dir
 from app.database import DatabaseConfig, DatabaseManager, embedded
 from app.database.migrations import Migrator
+from app.database.pagination import FIRST_PAGE_AT, LAST_UUID
 from app.messaging import queries as message_sql
 from app.seed import AGENTS, LANGUAGES, MODELS, TOPICS, long_tail
 
@@ -328,8 +329,8 @@ class RawLayer:
     async def list_messages(self, chat_id: UUID) -> Any:
         params = {
             "chat_id": chat_id,
-            "before_created_at": message_sql.FIRST_PAGE_AT,
-            "before_id": message_sql.LAST_UUID,
+            "before_created_at": FIRST_PAGE_AT,
+            "before_id": LAST_UUID,
             "limit": 51,
         }
         async with self.pool.connection() as conn, conn.transaction():

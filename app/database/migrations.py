@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import psycopg
@@ -72,8 +73,8 @@ SELECT_APPLIED = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
 
 SELECT_DOMAIN_SCHEMAS = "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(%s)"
 
-FORWARD_TEMPLATE = """\
--- {title}
+FORWARD_TEMPLATE = Template("""\
+-- $title
 --
 -- What this migration does and why, in a sentence or two.
 --
@@ -96,7 +97,7 @@ CREATE OR REPLACE TRIGGER trg_example_things_updated_at
     FOR EACH ROW EXECUTE FUNCTION public.agentdb_set_updated_at();
 
 -- A change with no IF NOT EXISTS form goes in a guarded DO block.
-DO $$
+DO $$$$
 BEGIN
     IF NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_constraint
@@ -107,20 +108,20 @@ BEGIN
             ADD CONSTRAINT ck_example_things_name_not_blank CHECK (btrim(name) <> '');
     END IF;
 END
-$$;
+$$$$;
 
 COMMENT ON TABLE messaging.example_things IS 'What one row is, for a reader of \\d+.';
 COMMENT ON COLUMN messaging.example_things.id IS 'Primary key.';
 COMMENT ON COLUMN messaging.example_things.name IS 'What it is called; never blank.';
 COMMENT ON COLUMN messaging.example_things.created_at IS 'When the row was inserted.';
 COMMENT ON COLUMN messaging.example_things.updated_at IS 'Last change; kept by a trigger.';
-"""
+""")
 
-ROLLBACK_TEMPLATE = """\
--- Undo {migration_id}: exactly what it created, nothing more. Statements run in file order.
+ROLLBACK_TEMPLATE = Template("""\
+-- Undo $migration_id: exactly what it created, nothing more. Statements run in file order.
 
 DROP TABLE IF EXISTS messaging.example_things;
-"""
+""")
 
 
 class MigrationError(RuntimeError):
@@ -350,8 +351,8 @@ def new_migration(name: str, migrations_dir: Path | None = None) -> tuple[Path, 
     forward = directory / f"{migration_id}.sql"
     rollback = directory / f"{migration_id}.rollback.sql"
     title = slug.replace("_", " ").capitalize()
-    forward.write_text(FORWARD_TEMPLATE.format(title=title))
-    rollback.write_text(ROLLBACK_TEMPLATE.format(migration_id=migration_id))
+    forward.write_text(FORWARD_TEMPLATE.substitute(title=title))
+    rollback.write_text(ROLLBACK_TEMPLATE.substitute(migration_id=migration_id))
     return forward, rollback
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -21,6 +23,19 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+FIRST_PAGE_AT = "infinity"
+LAST_UUID = UUID(int=(1 << 128) - 1)
+
+
+def newest_first_start(cursor: str | None) -> tuple[datetime | str, UUID]:
+    """Where a newest-first page keyed on (timestamp, id) starts: after the cursor's row, or
+    for the first page before everything ('infinity', the largest uuid)."""
+    if not cursor:
+        return FIRST_PAGE_AT, LAST_UUID
+    at, row_id = decode_cursor(cursor, datetime.fromisoformat, UUID)
+    return at, row_id
 
 
 def encode_cursor(*values: Any) -> str:

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
 
 from app.database.errors import InvalidInputError, NotFoundError, database_errors
-from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
+from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import model_rows, returned
 from app.database.validation import as_uuid, invalid_input, validated
 from app.messaging.models import (
@@ -197,8 +197,6 @@ WHERE message.id = batch.id
   AND message.deleted_at IS NULL
 """
 
-FIRST_PAGE_AT = "infinity"
-LAST_UUID = UUID(int=(1 << 128) - 1)
 
 CHAT_ROW = model_rows(Chat)
 MESSAGE_ROW = model_rows(Message)
@@ -280,11 +278,7 @@ async def list_chats(
 ) -> Page[Chat]:
     """The owner's chats, most recent activity (last message, else creation) first."""
     check_limit(limit)
-    after_activity, after_id = (
-        decode_cursor(cursor, datetime.fromisoformat, UUID)
-        if cursor
-        else (FIRST_PAGE_AT, LAST_UUID)
-    )
+    after_activity, after_id = newest_first_start(cursor)
     params = {
         "owner_id": as_uuid(owner_id, "owner_id"),
         "after_activity": after_activity,
@@ -413,11 +407,7 @@ async def list_messages(
     `next_cursor` fetches the page before this one (older messages).
     """
     check_limit(limit)
-    before_created_at, before_id = (
-        decode_cursor(before, datetime.fromisoformat, UUID)
-        if before
-        else (FIRST_PAGE_AT, LAST_UUID)
-    )
+    before_created_at, before_id = newest_first_start(before)
     params = {
         "chat_id": as_uuid(chat_id, "chat_id"),
         "before_created_at": before_created_at,
