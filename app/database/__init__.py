@@ -2,16 +2,23 @@
 
 from app.database.config import DatabaseConfig
 from app.database.errors import (
+    AccessDeniedError,
     AgentDBError,
     ConflictError,
     DatabaseUnavailableError,
     ForeignKeyError,
     InvalidInputError,
     NotFoundError,
+    QueryTimeoutError,
+    SchemaNotMigratedError,
+    TransactionAbortedError,
+    TransactionRetryError,
 )
 from app.database.manager import DatabaseManager
+from app.database.pagination import Page
 
 __all__ = [
+    "AccessDeniedError",
     "AgentDBError",
     "ConflictError",
     "DatabaseConfig",
@@ -20,4 +27,9 @@ __all__ = [
     "ForeignKeyError",
     "InvalidInputError",
     "NotFoundError",
+    "Page",
+    "QueryTimeoutError",
+    "SchemaNotMigratedError",
+    "TransactionAbortedError",
+    "TransactionRetryError",
 ]

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from app.database import embedded
+from app.database.errors import InvalidInputError
+
+logger = logging.getLogger("agentdb")
+
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+
+# The environment variables from_env reads, by the config field each one sets.
+ENV_VARIABLES = {
+    "url": "DATABASE_URL",
+    "host": "DB_HOST",
+    "port": "DB_PORT",
+    "database": "DB_NAME",
+    "username": "DB_USER",
+    "password": "DB_PASSWORD",
+}
+EMBEDDED_VARIABLE = "AGENTDB_EMBEDDED"
 
 
 def libpq_url(url: str) -> str:
@@ -22,24 +48,56 @@ def libpq_url(url: str) -> str:
 
 def redact_url(url: str) -> str:
     """`url` with any password replaced by `***`, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "***"
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def check_url(url: str) -> str:
+    """`url` if libpq can use it: a `postgresql://` URL (a `+driver` suffix is dropped) or a
+    `key=value` conninfo string; ValueError otherwise (never echoing a password)."""
+    plain = libpq_url(url.strip())
+    scheme = plain.partition("://")[0].lower() if "://" in plain else None
+    if scheme is not None and scheme not in POSTGRESQL_SCHEMES:
+        raise ValueError(
+            f"not a PostgreSQL URL (postgresql://user:password@host:port/database): "
+            f"{redact_url(url)!r}"
+        )
+    try:
+        conninfo_to_dict(plain)
+    except ProgrammingError:
+        shown = redact_url(url) if scheme else "…"
+        raise ValueError(
+            f"not a PostgreSQL URL or conninfo string (postgresql://user:password@host:port/"
+            f"database, or 'host=… dbname=…'): {shown!r}"
+        ) from None
+    return plain
+
+
 class DatabaseConfig(BaseModel):
-    """Connection and pool settings. Either `url`, or the parts (host, port, database, …)."""
+    """Connection and pool settings. Either `url`, or the parts (host, port, database, …).
+
+    An invalid setting raises InvalidInputError naming it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: SecretStr | None = Field(default=None, description="libpq URL; wins over the parts")
     host: str = "localhost"
-    port: int = Field(default=5432, ge=1, le=65535)
+    port: int = Field(default=5432, ge=1, le=65535, strict=True)
     database: str = "agentdb"
     username: str = "postgres"
     password: SecretStr | None = None
+    use_embedded: bool = Field(
+        default=False,
+        description="no url: start the embedded server (in .pgdata/) when the manager opens",
+    )
 
     min_pool_size: int = Field(default=1, ge=0)
     max_pool_size: int = Field(default=10, ge=1)
@@ -53,6 +111,22 @@ class DatabaseConfig(BaseModel):
         default=5, description="executions before a statement is prepared; None behind PgBouncer"
     )
 
+    def __init__(self, **settings: Any) -> None:
+        try:
+            super().__init__(**settings)
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            field = ".".join(str(part) for part in first["loc"]) or "config"
+            message = first["msg"].removeprefix("Value error, ")
+            raise InvalidInputError(f"{field}: {message}", field=field) from None
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _url_is_postgresql(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        return SecretStr(check_url(url.get_secret_value()))
+
     @model_validator(mode="after")
     def _pool_sizes_are_ordered(self) -> DatabaseConfig:
         if self.min_pool_size > self.max_pool_size:
@@ -62,13 +136,30 @@ class DatabaseConfig(BaseModel):
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseConfig:
         """`DATABASE_URL`, else the `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD` parts,
-        else the embedded server (started on demand)."""
-        return cls(**{**_settings_from_env(), **overrides})
+        else the embedded server (with a log line saying so; started when the manager opens,
+        off the event loop). `url=` or the parts given here win and never start it.
+
+        With `AGENTDB_EMBEDDED=0` and nothing configured, InvalidInputError names DATABASE_URL;
+        a bad variable (a `DB_PORT` that is not a port) is an InvalidInputError naming it.
+        """
+        # Where the caller says the database is, the environment's place is moot.
+        settings = {} if set(overrides) & set(ENV_VARIABLES) else _settings_from_env()
+        try:
+            return cls(**{**settings, **overrides})
+        except InvalidInputError as error:
+            variable = ENV_VARIABLES.get(error.field or "")
+            if variable is None or error.field in overrides:
+                raise
+            message = str(error).removeprefix(f"{error.field}: ")
+            raise InvalidInputError(f"{variable}: {message}", field=variable) from None
 
     def conninfo(self) -> str:
-        """The libpq connection string (it contains the password: never log it)."""
+        """The libpq connection string (it contains the password: never log it). On an
+        embedded config this starts the server (blocking: async code opens a manager instead)."""
+        if self.url is None and self.use_embedded:
+            return self.resolved().conninfo()
         if self.url is not None:
-            base = libpq_url(self.url.get_secret_value())
+            base = self.url.get_secret_value()
             parts: dict[str, Any] = {}
         else:
             base = ""
@@ -83,31 +174,63 @@ class DatabaseConfig(BaseModel):
         return make_conninfo(
             base,
             **parts,
-            connect_timeout=max(1, round(self.connect_timeout)),
+            connect_timeout=max(2, round(self.connect_timeout)),
             application_name=self.application_name,
         )
 
+    def resolved(self) -> DatabaseConfig:
+        """This config with the embedded server's URL filled in (starting the server), or
+        itself when it names its database."""
+        if self.url is not None or not self.use_embedded:
+            return self
+        return self.model_copy(update={"url": SecretStr(embedded.start())})
+
     def describe(self) -> str:
         """Where this config points, without the password."""
+        if self.url is None and self.use_embedded:
+            return f"the embedded server in {embedded.default_data_dir()}"
         info = conninfo_to_dict(self.conninfo())
         info.pop("password", None)
+        info.pop("connect_timeout", None)
+        info.pop("application_name", None)
         return " ".join(f"{key}={value}" for key, value in sorted(info.items()))
 
 
 def _settings_from_env() -> dict[str, Any]:
-    url = os.environ.get("DATABASE_URL")
+    url = os.environ.get(ENV_VARIABLES["url"])
     if url:
         return {"url": url}
-    parts = {
-        "host": os.environ.get("DB_HOST"),
-        "port": os.environ.get("DB_PORT"),
-        "database": os.environ.get("DB_NAME"),
-        "username": os.environ.get("DB_USER"),
-        "password": os.environ.get("DB_PASSWORD"),
-    }
-    if any(value for value in parts.values()):
-        return {key: value for key, value in parts.items() if value}
-    return {"url": embedded.start()}
+    parts: dict[str, Any] = {}
+    for field, variable in ENV_VARIABLES.items():
+        value = os.environ.get(variable)
+        if field != "url" and value:
+            parts[field] = value
+    if "port" in parts:
+        parts["port"] = _port(parts["port"])
+    if parts:
+        return parts
+    if os.environ.get(EMBEDDED_VARIABLE, "").strip() == "0":
+        raise InvalidInputError(
+            f"DATABASE_URL: not set (nor DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD), and "
+            f"{EMBEDDED_VARIABLE}=0 turns the embedded server off: set DATABASE_URL",
+            field="DATABASE_URL",
+        )
+    logger.warning(
+        "agentdb: DATABASE_URL is not set: using the embedded PostgreSQL in %s "
+        "(set %s=0 to refuse)",
+        embedded.default_data_dir(),
+        EMBEDDED_VARIABLE,
+    )
+    return {"use_embedded": True}
+
+
+def _port(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"DB_PORT: not a port number (1 to 65535): {value!r}", field="DB_PORT"
+        ) from None
 
 
 def database_url_from_env() -> str:

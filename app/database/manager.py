@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import select
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -10,9 +13,16 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.pq import TransactionStatus
 
 from app.database.config import DatabaseConfig
-from app.database.errors import DatabaseUnavailableError, translate
+from app.database.errors import (
+    DatabaseUnavailableError,
+    aborted_error,
+    forget_errors,
+    last_error,
+    translate,
+)
 from app.database.vectors import register_vector_types
 
 Connection = psycopg.AsyncConnection[Any]
@@ -24,21 +34,23 @@ SELECT pg_catalog.set_config('TimeZone', 'UTC', false),
        pg_catalog.set_config('statement_timeout', %s, false)
 """
 
+CHECK_IDLE_SECONDS = 0.5
+"""A pooled connection idle longer than this is checked with a round trip before it is
+handed out (HikariCP's alive-bypass window); one used more recently is checked only for
+bytes the server sent while it sat idle (a shutdown's farewell, a closed socket)."""
+
+_INERROR = TransactionStatus.INERROR
+
 
 class DatabaseManager:
     """Owns an `AsyncConnectionPool`; use it as `async with DatabaseManager(config) as db:`."""
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
-        self._pool = psycopg_pool.AsyncConnectionPool(
-            config.conninfo(),
-            min_size=config.min_pool_size,
-            max_size=config.max_pool_size,
-            timeout=config.pool_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": config.prepare_threshold},
-            configure=self._configure,
-            open=False,
-            name=config.application_name,
+        self._pool: psycopg_pool.AsyncConnectionPool[Connection] | None = None
+        # When each connection was last given back (monotonic seconds), for the check.
+        self._returned_at: weakref.WeakKeyDictionary[Connection, float] = (
+            weakref.WeakKeyDictionary()
         )
 
     async def __aenter__(self) -> DatabaseManager:
@@ -54,8 +66,28 @@ class DatabaseManager:
         await self.close()
 
     async def open(self, *, wait: bool = True) -> None:
-        """Open the pool; with `wait`, until `min_pool_size` connections are ready (at most
-        `pool_timeout` seconds)."""
+        """Connect once (within `connect_timeout`; a refusal raises DatabaseUnavailableError
+        with the server's reason), then open the pool; with `wait`, until `min_pool_size`
+        connections are ready (at most `pool_timeout` seconds).
+
+        An embedded config starts the embedded server first, in a thread."""
+        if self._pool is not None and not self._pool.closed:
+            return
+        if self.config.url is None and self.config.use_embedded:
+            self.config = await asyncio.to_thread(self.config.resolved)
+        conninfo = self.config.conninfo()
+        await self._probe(conninfo)
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            conninfo,
+            min_size=self.config.min_pool_size,
+            max_size=self.config.max_pool_size,
+            timeout=self.config.pool_timeout,
+            kwargs={"autocommit": True, "prepare_threshold": self.config.prepare_threshold},
+            configure=self._configure,
+            check=self._check,
+            open=False,
+            name=self.config.application_name,
+        )
         try:
             await self._pool.open(
                 wait=wait and self.config.min_pool_size > 0, timeout=self.config.pool_timeout
@@ -68,17 +100,28 @@ class DatabaseManager:
 
     async def close(self) -> None:
         """Close the pool and every connection in it."""
-        await self._pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Connection]:
-        """A connection inside one transaction: commit on exit, rollback on any exception."""
+        """A connection inside one transaction: commit on exit, rollback on any exception.
+
+        A statement that failed inside the block leaves the transaction aborted even when the
+        caller caught its error; leaving the block then rolls back and raises
+        TransactionAbortedError naming that error, instead of a silent rollback.
+        """
         # The pool's and the transaction's context managers directly, not through
         # connection(): one generator-based context manager less on every unit of work.
         # PoolTimeout and PoolClosed are psycopg errors too.
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                yield conn
+            async with self._checked_pool().connection() as conn:
+                forget_errors(conn)
+                async with conn.transaction():
+                    yield conn
+                    if conn.pgconn.transaction_status == _INERROR:
+                        raise aborted_error(last_error(conn))
+                self._returned_at[conn] = time.monotonic()
         except psycopg.Error as error:
             raise translate(error) from error
 
@@ -86,8 +129,9 @@ class DatabaseManager:
     async def connection(self) -> AsyncIterator[Connection]:
         """A pooled connection in autocommit mode, for callers that manage transactions."""
         try:
-            async with self._pool.connection() as conn:
+            async with self._checked_pool().connection() as conn:
                 yield conn
+                self._returned_at[conn] = time.monotonic()
         except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as error:
             raise translate(error) from error
 
@@ -95,7 +139,7 @@ class DatabaseManager:
         """True when a pooled connection answers `SELECT 1` within `timeout`; never raises."""
         try:
             async with asyncio.timeout(timeout):
-                async with self._pool.connection(timeout=timeout) as conn:
+                async with self._checked_pool().connection(timeout=timeout) as conn:
                     await conn.execute("SELECT 1")
             return True
         except Exception:
@@ -103,7 +147,31 @@ class DatabaseManager:
 
     def pool_stats(self) -> dict[str, int]:
         """The pool's counters (`pool_size`, `pool_available`, `requests_waiting`, …)."""
-        return self._pool.get_stats()
+        return self._pool.get_stats() if self._pool is not None else {}
+
+    def _checked_pool(self) -> psycopg_pool.AsyncConnectionPool[Connection]:
+        if self._pool is None:
+            raise DatabaseUnavailableError(
+                "the DatabaseManager is not open: use `async with DatabaseManager(config)`"
+            )
+        return self._pool
+
+    async def _probe(self, conninfo: str) -> None:
+        """One connection, to fail fast with the server's own reason (the pool would retry
+        quietly until pool_timeout and then say only that it timed out)."""
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            await conn.close()
+        except TimeoutError:
+            raise DatabaseUnavailableError(
+                f"cannot connect to {self.config.describe()}: no answer within "
+                f"{self.config.connect_timeout:g} s (connect_timeout)"
+            ) from None
+        except psycopg.Error as error:
+            raise DatabaseUnavailableError(
+                f"cannot connect to {self.config.describe()}: {connect_reason(error)}"
+            ) from None
 
     async def _configure(self, conn: Connection) -> None:
         timeout_ms = (
@@ -111,3 +179,39 @@ class DatabaseManager:
         )
         await conn.execute(CONFIGURE_SESSION, [str(timeout_ms)])
         await register_vector_types(conn)
+        self._returned_at[conn] = time.monotonic()
+
+    async def _check(self, conn: Connection) -> None:
+        """The pool's check before it hands `conn` out; raising makes it take another.
+
+        A round trip only for a connection idle a while, or one the server wrote to while it
+        sat in the pool (after a restart, the server's farewell and EOF are waiting there)."""
+        returned_at = self._returned_at.get(conn)
+        if (
+            returned_at is not None
+            and time.monotonic() - returned_at < CHECK_IDLE_SECONDS
+            and not _has_input(conn)
+        ):
+            return
+        await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+
+
+def _has_input(conn: Connection) -> bool:
+    """True when the server sent something to an idle connection (or its socket is gone)."""
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
+
+
+def connect_reason(error: psycopg.Error) -> str:
+    """The server's (or the network's) reason in a connection error, in one line: libpq
+    prefixes it with the address it tried, which the caller names already."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(error).__name__
+    for marker in ("FATAL:", "failed:"):
+        if marker in reason:
+            reason = reason.rsplit(marker, 1)[1].strip()
+            break
+    return reason

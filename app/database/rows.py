@@ -1,20 +1,24 @@
-"""Row factories that build Pydantic row models without re-validating what PostgreSQL
-already guarantees (types, NOT NULL, CHECK constraints).
+"""A row model's column list, and row factories that build row models without
+re-validating what PostgreSQL already guarantees (types, NOT NULL, CHECK constraints).
 
-A row model's fields are exactly its statement's columns, so a row needs none of
+Each row model's column list is written once, as a constant checked by `column_list` against
+the model's fields, and every statement returning that model is built from it. A row
+model's fields are then exactly its statement's columns, so a row needs none of
 `model_construct`'s work (aliases, defaults, extras): the factory sets the instance's
-`__dict__` and fields-set directly, which is what `model_construct` ends with. Models with
-private attributes, a post-init hook or extra fields, or a statement whose columns are not
-exactly the model's fields, go through `model_construct`.
+`__dict__` and fields-set directly, which is what `model_construct` ends with. A statement
+whose columns are not the model's fields is a bug, and fails loudly at its first row.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 from psycopg.rows import BaseRowFactory, RowMaker
 from pydantic import BaseModel
+
+from app.database.errors import AgentDBError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,22 +30,60 @@ _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
+class StatementColumnsError(AgentDBError):
+    """A statement's columns are not its row model's fields (a bug in agentdb, not input)."""
+
+
+# The name a select-list item gives its column: the last word (`x AS name`, `t.name`, `name`).
+_OUTPUT_NAME = re.compile(r"(?:^|[\s.])([a-z_][a-z0-9_]*)$")
+
+
+def column_list(model: type[BaseModel], columns: LiteralString) -> LiteralString:
+    """`columns`, the select list of `model` (`"id, owner_id, …"`), once it is checked to
+    name each of the model's fields exactly once; otherwise TypeError when the module is
+    imported. Statements build on it: `"SELECT " + CHAT_COLUMNS + " FROM …"`."""
+    names = [_output_name(item) for item in columns.split(",")]
+    if sorted(names) != sorted(model.model_fields):
+        missing = sorted(set(model.model_fields) - set(names))
+        extra = sorted(set(names) - set(model.model_fields))
+        raise TypeError(
+            f"the column list of {model.__name__} does not match its fields: "
+            f"missing {missing}, not fields {extra}, duplicates {len(names) != len(set(names))}"
+        )
+    return columns
+
+
+def _output_name(item: str) -> str:
+    match = _OUTPUT_NAME.search(item.strip())
+    return match.group(1) if match else item.strip()
+
+
 def model_rows(model: type[M]) -> BaseRowFactory[M]:
-    """A psycopg row factory returning `model` instances built from the columns by name."""
+    """A psycopg row factory returning `model` instances built from the columns by name.
+
+    The first result whose columns are not exactly the model's fields raises
+    StatementColumnsError naming the difference.
+    """
     fields = sorted(model.model_fields)
-    plain = (
-        not model.__private_attributes__
-        and not model.__pydantic_post_init__
-        and not model.__pydantic_root_model__
-        and model.model_config.get("extra") != "allow"
-    )
+    if (
+        model.__private_attributes__
+        or model.__pydantic_post_init__
+        or model.__pydantic_root_model__
+        or model.model_config.get("extra") == "allow"
+    ):
+        raise TypeError(f"{model.__name__} is not a plain row model")
     makers: dict[tuple[str, ...], RowMaker[M]] = {}
 
     def factory(cursor: Any) -> RowMaker[M]:
         names = column_names(cursor)
         maker = makers.get(names)
         if maker is None:
-            maker = makers[names] = _row_maker(model, names, plain and sorted(names) == fields)
+            if sorted(names) != fields:
+                raise StatementColumnsError(
+                    f"a statement returning {model.__name__} rows has columns {list(names)}, "
+                    f"not the model's fields {fields}"
+                )
+            maker = makers[names] = _row_maker(model, names)
         return maker
 
     return factory
@@ -56,15 +98,7 @@ def column_names(cursor: Any) -> tuple[str, ...]:
     return tuple(result.fname(i).decode() for i in range(result.nfields))
 
 
-def _row_maker(model: type[M], names: tuple[str, ...], direct: bool) -> RowMaker[M]:
-    if not direct:
-        construct = model.model_construct
-
-        def construct_row(values: Sequence[Any]) -> M:
-            return construct(**dict(zip(names, values, strict=True)))
-
-        return construct_row
-
+def _row_maker(model: type[M], names: tuple[str, ...]) -> RowMaker[M]:
     fields_set = frozenset(names)
 
     def make_row(values: Sequence[Any]) -> M:

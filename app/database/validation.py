@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+)
 
 from app.database.errors import InvalidInputError
 
@@ -64,20 +75,29 @@ def _not_blank(value: str) -> str:
     return value
 
 
+MAX_JSON_DEPTH = 64
+"""How deeply JSON may nest (objects in arrays in objects …). PostgreSQL's parser runs out
+of stack far deeper; a cyclic structure is refused as too deep instead of recursing forever."""
+
+MAX_JSON_INTEGER = 2**63 - 1
+"""The largest JSON integer (in magnitude) accepted: a bigint. Larger ones lose precision in
+most JSON readers, and Python cannot even print ones of more than 4,300 digits."""
+
+
 def _json_object(value: Mapping[str, Any]) -> dict[str, Any]:
-    if not _is_plain_json(value):
-        _check_json(value, "")
+    if not _is_plain_json(value, 0):
+        _check_json(value, "", 0)
     # pydantic's dict validation made a new dict already; copy only another kind of Mapping.
     return value if type(value) is dict else dict(value)
 
 
 def _json_value(value: Any) -> Any:
-    if not _is_plain_json(value):
-        _check_json(value, "")
+    if not _is_plain_json(value, 0):
+        _check_json(value, "", 0)
     return value
 
 
-def _is_plain_json(value: Any) -> bool:
+def _is_plain_json(value: Any, depth: int) -> bool:
     """True for JSON made of dict, list, str, int, float, bool and None that jsonb accepts.
 
     The common case, checked without building a path for every key; False sends the value
@@ -87,10 +107,14 @@ def _is_plain_json(value: Any) -> bool:
     kind = type(value)
     if kind is str:
         return "\x00" not in value and (value.isascii() or _encodable(value))
-    if kind is int or kind is bool or value is None:
+    if kind is bool or value is None:
         return True
+    if kind is int:
+        return bool(-MAX_JSON_INTEGER <= value <= MAX_JSON_INTEGER)
     if kind is float:
         return math.isfinite(value)
+    if depth >= MAX_JSON_DEPTH:
+        return False
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str or "\x00" in key or not (key.isascii() or _encodable(key)):
@@ -98,11 +122,11 @@ def _is_plain_json(value: Any) -> bool:
             if type(item) is str:  # the usual value, checked here rather than in a call
                 if "\x00" in item or not (item.isascii() or _encodable(item)):
                     return False
-            elif not _is_plain_json(item):
+            elif not _is_plain_json(item, depth + 1):
                 return False
         return True
     if kind is list or kind is tuple:
-        return all(_is_plain_json(item) for item in value)
+        return all(_is_plain_json(item, depth + 1) for item in value)
     return False
 
 
@@ -114,19 +138,29 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _check_json(value: Any, path: str) -> None:
-    """PostgreSQL's jsonb refuses \\u0000 and non-finite numbers; json.dumps refuses the rest."""
+def _check_json(value: Any, path: str, depth: int) -> None:
+    """PostgreSQL's jsonb refuses \\u0000 and non-finite numbers; json.dumps refuses the rest;
+    depth and integer size are bounded (MAX_JSON_DEPTH, MAX_JSON_INTEGER)."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(
                 f"{path or 'value'} contains a NUL character (jsonb cannot store \\u0000)"
             )
         _check_encodable(value, path or "value")
-    elif isinstance(value, bool) or value is None or isinstance(value, int):
+    elif isinstance(value, bool) or value is None:
         return
+    elif isinstance(value, int):
+        if not -MAX_JSON_INTEGER <= value <= MAX_JSON_INTEGER:
+            raise ValueError(
+                f"{path or 'value'} is an integer beyond ±(2^63 - 1) (store it as a string)"
+            )
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{path or 'value'} is {value} (JSON has no NaN or infinity)")
+    elif depth >= MAX_JSON_DEPTH:
+        raise ValueError(
+            f"{path or 'value'} nests deeper than {MAX_JSON_DEPTH} levels (or refers to itself)"
+        )
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -134,10 +168,10 @@ def _check_json(value: Any, path: str) -> None:
             if "\x00" in key:
                 raise ValueError(f"{path}: key {key!r} contains a NUL character")
             _check_encodable(key, f"{path} key".strip())
-            _check_json(item, f"{path}.{key}" if path else key)
+            _check_json(item, f"{path}.{key}" if path else key, depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]")
+            _check_json(item, f"{path}[{index}]", depth + 1)
     else:
         raise ValueError(f"{path or 'value'}: {type(value).__name__} is not JSON")
 
@@ -165,11 +199,100 @@ JsonValue = Annotated[Any, AfterValidator(_json_value)]
 """Any JSON value that jsonb accepts."""
 
 
-def as_uuid(value: Any, field: str) -> UUID:
-    """`value` as a UUID (a UUID or its string form), or InvalidInputError naming `field`."""
+# Strict scalars: one validator per rule, used by every domain. pydantic's lax mode would
+# take True for 1, b"…" (16 bytes) for a UUID and 1700000000 for a datetime; these refuse them.
+
+
+def _uuid(value: Any) -> UUID:
+    if type(value) is UUID:
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValueError(f"not a UUID: {value[:100]!r}") from None
     if isinstance(value, UUID):
         return value
+    raise ValueError(f"must be a UUID or its text, not {type(value).__name__}")
+
+
+def _aware_datetime(value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValueError(
+            f"must be a datetime with a time zone, not {type(value).__name__} "
+            "(a number is not a timestamp here)"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must have a time zone (a naive datetime is ambiguous)")
+    return value
+
+
+def _duration(value: Any) -> timedelta:
+    if not isinstance(value, timedelta):
+        raise ValueError(f"must be a timedelta, not {type(value).__name__}")
+    if abs(value) > MAX_DURATION:
+        raise ValueError(f"must be within {MAX_DURATION.days} days")
+    return value
+
+
+MAX_DURATION = timedelta(days=365 * 1000)
+"""The longest timedelta accepted: PostgreSQL's timestamps end in 294276 AD, and `now()`
+plus a longer interval would be out of range."""
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+Uuid = Annotated[UUID, PlainValidator(_uuid)]
+"""A UUID, or its text; never bytes or an integer."""
+
+Timestamp = Annotated[datetime, PlainValidator(_aware_datetime)]
+"""A timezone-aware datetime; never a number, a string or a naive datetime."""
+
+Duration = Annotated[timedelta, PlainValidator(_duration)]
+"""A timedelta (never a number of seconds) of at most MAX_DURATION either way."""
+
+Flag = StrictBool
+"""True or False; never 1, "yes" or None."""
+
+Int32 = Annotated[StrictInt, Field(ge=INT32_MIN, le=INT32_MAX)]
+"""An int (never a bool, float or numeric string) that fits PostgreSQL's integer."""
+
+Count32 = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
+"""A non-negative int that fits PostgreSQL's integer (token counts, attempts)."""
+
+Int64 = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""An int (never a bool) that fits PostgreSQL's bigint (Telegram ids)."""
+
+
+def as_uuid(value: Any, field: str) -> UUID:
+    """`value` as a UUID (a UUID or its text), or InvalidInputError naming `field`."""
+    if type(value) is UUID:
+        return value
     try:
-        return UUID(str(value))
-    except ValueError:
-        raise InvalidInputError(f"{field}: not a UUID: {value!r}", field=field) from None
+        return _uuid(value)
+    except ValueError as error:
+        raise InvalidInputError(f"{field}: {error}", field=field) from None
+
+
+def as_int(value: Any, field: str, *, minimum: int, maximum: int) -> int:
+    """`value` if it is an int (not a bool) from `minimum` to `maximum`, else
+    InvalidInputError naming `field`."""
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise InvalidInputError(
+            f"{field}: must be an integer from {minimum} to {maximum}, not {value!r}"[:300],
+            field=field,
+        )
+    return value
+
+
+def as_sequence(value: Any, field: str) -> list[Any]:
+    """`value` as a list if it is a sequence (a list, tuple, …; not a string, bytes, a
+    mapping or None), else InvalidInputError naming `field`."""
+    if type(value) is list:
+        return value
+    if isinstance(value, str | bytes | bytearray | Mapping) or not hasattr(value, "__iter__"):
+        raise InvalidInputError(
+            f"{field}: must be a sequence (a list or tuple), not {type(value).__name__}",
+            field=field,
+        )
+    return list(value)

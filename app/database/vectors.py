@@ -20,21 +20,36 @@ EMBEDDING_DIMENSIONS = 1536
 """Dimension of every embedding column (OpenAI text-embedding-3-small)."""
 
 
+# What a vector may be made of: real numbers. numpy would turn strings ("1.5"), bools, complex
+# numbers (dropping the imaginary part), datetimes and objects into floats without a word.
+_NUMBER_TYPES = frozenset({float, int, np.float16, np.float32, np.float64, np.int32, np.int64})
+_NUMBER_KINDS = frozenset("fiu")
+
+
 def _embedding(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
     if isinstance(value, Vector):
         value = value.to_numpy()
-    if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
-        raise ValueError("must be a list of floats or a 1-d numpy array")
-    try:
-        # A value beyond float32's range becomes inf (refused below), not a RuntimeWarning.
-        with np.errstate(over="ignore"):
-            array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ValueError("must contain only numbers") from None
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in _NUMBER_KINDS:
+            raise ValueError(f"must hold real numbers, not a numpy array of {value.dtype}")
+    elif isinstance(value, list | tuple):
+        kinds = set(map(type, value))
+        if not kinds <= _NUMBER_TYPES:
+            odd = sorted(kind.__name__ for kind in kinds - _NUMBER_TYPES)
+            raise ValueError(f"must contain only real numbers, not {', '.join(odd)}")
+    else:
+        raise ValueError(
+            f"must be a list of floats or a 1-d numpy array, not {type(value).__name__}"
+        )
+    # A value beyond float32's range becomes inf (refused below), not a RuntimeWarning.
+    with np.errstate(over="ignore"):
+        array = np.asarray(value, dtype=np.float32)
     if array.ndim != 1 or array.shape[0] != EMBEDDING_DIMENSIONS:
         raise ValueError(f"must have {EMBEDDING_DIMENSIONS} dimensions, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError("must not contain NaN or infinity (or values beyond float32 range)")
+    if not array.any():
+        raise ValueError("must not be the zero vector (its cosine distance is undefined)")
     return array
 
 
