@@ -78,8 +78,9 @@ FORWARD_TEMPLATE = Template("""\
 --
 -- What this migration does and why, in a sentence or two.
 --
--- Rules (DESIGN.md): one logical change per file; the file must be idempotent, so running it
--- again verbatim in psql changes nothing; every object is schema-qualified and gets a COMMENT.
+-- Rules (README.md, "Writing a migration"): one logical change per file; the file must be
+-- idempotent, so running it again verbatim in psql changes nothing; every object is
+-- schema-qualified and gets a COMMENT. An applied file is never edited: a change is a new file.
 -- For CREATE INDEX CONCURRENTLY, put `-- transactional: false` on the first line instead.
 
 CREATE TABLE IF NOT EXISTS messaging.example_things (
@@ -118,7 +119,10 @@ COMMENT ON COLUMN messaging.example_things.updated_at IS 'Last change; kept by a
 """)
 
 ROLLBACK_TEMPLATE = Template("""\
--- Undo $migration_id: exactly what it created, nothing more. Statements run in file order.
+-- Rollback of $migration_id.sql: drops exactly what it created, nothing more.
+--
+-- No CASCADE: fails while an object of a later migration still depends on it.
+-- Re-runnable: DROP ... IF EXISTS.
 
 DROP TABLE IF EXISTS messaging.example_things;
 """)
