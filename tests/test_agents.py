@@ -626,6 +626,43 @@ async def test_list_executions_refuses_invalid_arguments(
         await agents.list_executions(conn, **arguments)
 
 
+async def test_list_executions_refuses_a_cursor_of_another_chats_list(conn: Conn) -> None:
+    chat = await messaging.create_chat(conn, owner_id=uuid4())
+    other_chat = await messaging.create_chat(conn, owner_id=uuid4())
+    for _ in range(2):
+        await agents.enqueue_execution(conn, agent_name="a", chat_id=other_chat.id)
+    page = await agents.list_executions(conn, chat_id=other_chat.id, limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidInputError, match=r"^cursor") as raised:
+        await agents.list_executions(conn, chat_id=chat.id, cursor=page.next_cursor)
+    assert raised.value.field == "cursor"
+
+
+@pytest.mark.parametrize(
+    ("made_with", "given_to"),
+    [
+        ({}, {"chat_id": "chat"}),
+        ({"chat_id": "chat"}, {}),
+        ({"agent_name": "a"}, {"agent_name": "b"}),
+        ({"agent_name": "a"}, {}),
+    ],
+)
+async def test_list_executions_refuses_a_cursor_made_with_other_filters(
+    conn: Conn, made_with: dict[str, Any], given_to: dict[str, Any]
+) -> None:
+    chat = await messaging.create_chat(conn, owner_id=uuid4())
+
+    def filters(given: dict[str, Any]) -> dict[str, Any]:
+        return {name: chat.id if value == "chat" else value for name, value in given.items()}
+
+    for _ in range(2):
+        await agents.enqueue_execution(conn, agent_name="a", chat_id=chat.id)
+    page = await agents.list_executions(conn, limit=1, **filters(made_with))
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidInputError, match=r"^cursor"):
+        await agents.list_executions(conn, cursor=page.next_cursor, **filters(given_to))
+
+
 # requeue_stale_executions -----------------------------------------------------------------
 
 

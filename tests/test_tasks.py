@@ -49,6 +49,21 @@ async def _all_pages(conn: Conn, limit: int, **filters: Any) -> list[list[tasks.
         assert len(pages) < 100, "list_todos does not terminate"
 
 
+# The package ------------------------------------------------------------------------------
+
+
+def test_app_tasks_exports_the_models_of_tasks_models_and_the_functions_of_tasks_queries() -> None:
+    from app.tasks import models, queries
+
+    for name in ("Todo", "TodoCreate", "TodoUpdate", "TodoStatus", "TODO_STATUSES"):
+        assert getattr(tasks, name) is getattr(models, name)
+        assert name in tasks.__all__
+    assert tasks.UPDATABLE_FIELDS is models.UPDATABLE_FIELDS
+    for name in ("create_todo", "get_todo", "list_todos", "update_todo", "complete_todo"):
+        assert getattr(tasks, name) is getattr(queries, name)
+        assert name in tasks.__all__
+
+
 # create_todo ------------------------------------------------------------------------------
 
 
@@ -443,6 +458,17 @@ async def test_list_todos_refuses_a_naive_due_before(conn: Conn) -> None:
 async def test_list_todos_refuses_a_cursor_it_did_not_make(conn: Conn, cursor: str) -> None:
     with pytest.raises(InvalidInputError, match=r"^cursor"):
         await tasks.list_todos(conn, owner_id=uuid4(), cursor=cursor)
+
+
+async def test_list_todos_refuses_a_cursor_of_another_owners_list(conn: Conn) -> None:
+    owner_id, other_owner_id = uuid4(), uuid4()
+    for n in range(2):
+        await _todo(conn, other_owner_id, title=f"t{n}")
+    page = await tasks.list_todos(conn, owner_id=other_owner_id, limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidInputError, match=r"^cursor") as raised:
+        await tasks.list_todos(conn, owner_id=owner_id, cursor=page.next_cursor)
+    assert raised.value.field == "cursor"
 
 
 @pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])

@@ -28,6 +28,22 @@ async def count_sessions(conn: Conn) -> int:
     return int(row[0])
 
 
+# The package ------------------------------------------------------------------------------
+
+
+def test_app_telegram_exports_the_models_of_telegram_models_and_the_functions_of_its_queries() -> (
+    None
+):
+    from app.telegram import models, queries
+
+    for name in ("SessionKey", "SessionUpsert", "TelegramSession"):
+        assert getattr(telegram, name) is getattr(models, name)
+        assert name in telegram.__all__
+    for name in ("upsert_session", "link_chat", "set_state", "update_data", "list_active_sessions"):
+        assert getattr(telegram, name) is getattr(queries, name)
+        assert name in telegram.__all__
+
+
 # SessionKey -------------------------------------------------------------------------------
 
 
@@ -480,3 +496,13 @@ async def test_list_active_sessions_rejects_invalid_arguments(
     with pytest.raises(InvalidInputError) as error:
         await telegram.list_active_sessions(conn, **arguments)
     assert str(error.value).startswith(f"{field}:")
+
+
+async def test_list_active_sessions_refuses_a_cursor_of_another_bots_list(conn: Conn) -> None:
+    for user_id in (1, 2):
+        await telegram.upsert_session(conn, SessionKey(BOT + 1, 10, user_id))
+    page = await telegram.list_active_sessions(conn, bot_id=BOT + 1, limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidInputError, match=r"^cursor:") as error:
+        await telegram.list_active_sessions(conn, bot_id=BOT, cursor=page.next_cursor)
+    assert error.value.field == "cursor"

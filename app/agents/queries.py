@@ -1,7 +1,7 @@
 """Query functions of schema `agents`: the execution queue and its history.
 
-SQL constants first, then the functions in the order of DESIGN.md's API list. Every function
-takes the caller's connection and never commits.
+SQL constants first, then the functions in the order of the public API. Every function takes
+the caller's connection and never commits.
 """
 
 from __future__ import annotations
@@ -461,7 +461,9 @@ async def list_executions(
     """Executions matching every filter given, newest first."""
     data = validated(ListFilterInput, chat_id=chat_id, agent_name=agent_name, status=status)
     check_limit(limit)
-    before_created_at, before_id = newest_first_start(cursor)
+    # The filters that pick the statement are part of the list a cursor belongs to.
+    scope = f"executions:{data.chat_id or ''}:{data.agent_name or ''}"
+    before_created_at, before_id = newest_first_start(cursor, scope)
     params = {
         "chat_id": data.chat_id,
         "agent_name": data.agent_name,
@@ -480,7 +482,9 @@ async def list_executions(
         await db_cursor.execute(query, params)
         rows = await db_cursor.fetchall()
     return page_of(
-        rows, limit, lambda execution: encode_cursor(execution.created_at.isoformat(), execution.id)
+        rows,
+        limit,
+        lambda execution: encode_cursor(scope, execution.created_at.isoformat(), execution.id),
     )
 
 

@@ -1,130 +1,39 @@
-"""Schema `tasks`: the todos a user keeps, by hand or through an agent.
+"""Query functions of schema `tasks`: the todos a user keeps, by hand or through an agent.
 
-Row models, input models, SQL constants, then the query functions in the order of
-DESIGN.md's API list. Every function takes the caller's connection and never commits.
+SQL constants first, then the functions in the order of the public API. Every function
+takes the caller's connection and never commits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from app.database.errors import ConflictError, InvalidInputError, NotFoundError, database_errors
-from app.database.pagination import Page, check_limit, decode_cursor, encode_cursor, page_of
-from app.database.rows import model_rows
-from app.database.validation import InputModel, JsonObject, Text, Title, as_uuid, validated
-
-__all__ = [
-    "TODO_STATUSES",
-    "UPDATABLE_FIELDS",
-    "Todo",
-    "TodoCreate",
-    "TodoStatus",
-    "TodoUpdate",
-    "complete_todo",
-    "count_todos_by_status",
-    "create_todo",
-    "delete_todo",
-    "get_todo",
-    "get_todos_by_status",
-    "list_todos",
-    "update_todo",
-]
-
-TodoStatus = Literal["pending", "in_progress", "done", "cancelled"]
-
-TODO_STATUSES: tuple[TodoStatus, ...] = ("pending", "in_progress", "done", "cancelled")
-"""Every status, in lifecycle order (the keys of `count_todos_by_status`)."""
-
-UPDATABLE_FIELDS: tuple[str, ...] = (
-    "title",
-    "description",
-    "status",
-    "priority",
-    "due_at",
-    "chat_id",
-    "metadata",
+from app.database.pagination import (
+    Page,
+    aware_datetime,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    page_of,
 )
-"""The fields `update_todo` accepts; anything else is an InvalidInputError."""
-
-Priority = Annotated[int, Field(strict=True, ge=1, le=5)]
-"""1 (most urgent) to 5 (least urgent); strict, so True or "3" are refused."""
-
-T = TypeVar("T")
-
-
-# Row models -------------------------------------------------------------------------------
-
-
-class Todo(BaseModel):
-    """A row of tasks.todos."""
-
-    id: UUID
-    owner_id: UUID
-    chat_id: UUID | None
-    title: str
-    description: str | None
-    status: TodoStatus
-    priority: int
-    due_at: datetime | None
-    completed_at: datetime | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
-
-
-# Input models -----------------------------------------------------------------------------
-
-
-class TodoCreate(InputModel):
-    owner_id: UUID
-    title: Title
-    description: Text | None = None
-    chat_id: UUID | None = None
-    priority: Priority = 3
-    due_at: AwareDatetime | None = None
-    metadata: JsonObject = Field(default_factory=dict)
-
-
-class TodoUpdate(InputModel):
-    """The fields of a partial update. Which fields to set comes from the keys given to
-    update_todo, not from None: a given None clears description, due_at or chat_id."""
-
-    title: Title | None = None
-    description: Text | None = None
-    status: TodoStatus | None = None
-    priority: Priority | None = None
-    due_at: AwareDatetime | None = None
-    chat_id: UUID | None = None
-    metadata: JsonObject | None = None
-
-    # Runs only on values that were given (defaults are not validated): None may clear the
-    # nullable columns, but not these NOT NULL ones.
-    @field_validator("title", "status", "priority", "metadata", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("must not be None (the column is NOT NULL)")
-        return value
-
-
-class _TodoFilter(InputModel):
-    owner_id: UUID
-    statuses: list[TodoStatus] | None = None
-    due_before: AwareDatetime | None = None
-
-
-class _StatusFilter(InputModel):
-    status: TodoStatus
-    owner_id: UUID | None = None
-
+from app.database.rows import model_rows, returned
+from app.database.validation import as_uuid, validated
+from app.tasks.models import (
+    TODO_STATUSES,
+    UPDATABLE_FIELDS,
+    StatusFilter,
+    Todo,
+    TodoCreate,
+    TodoFilter,
+    TodoUpdate,
+)
 
 # SQL --------------------------------------------------------------------------------------
 
@@ -287,7 +196,7 @@ async def create_todo(
     }
     async with conn.cursor(row_factory=TODO_ROW) as cursor:
         await cursor.execute(INSERT_TODO, params)
-        return _returned(await cursor.fetchone())
+        return returned(await cursor.fetchone())
 
 
 @database_errors
@@ -315,7 +224,7 @@ async def get_todos_by_status(
     limit: int = 100,
 ) -> list[Todo]:
     """The live todos in `status` (of one owner, or of everyone), newest first, at most `limit`."""
-    data = validated(_StatusFilter, status=status, owner_id=owner_id)
+    data = validated(StatusFilter, status=status, owner_id=owner_id)
     check_limit(limit)
     params = {"owner_id": data.owner_id, "status": data.status, "limit": limit}
     query = SELECT_TODOS_BY_STATUS if data.owner_id is None else SELECT_OWNER_TODOS_BY_STATUS
@@ -340,12 +249,13 @@ async def list_todos(
     todos due strictly before it, so undated todos drop out. Pass the same filters with
     `next_cursor` to get the next page.
     """
-    data = validated(_TodoFilter, owner_id=owner_id, statuses=statuses, due_before=due_before)
+    data = validated(TodoFilter, owner_id=owner_id, statuses=statuses, due_before=due_before)
     check_limit(limit)
+    scope = f"todos:{data.owner_id}"
     after_priority, after_due_at, after_id = (
-        decode_cursor(cursor, int, _due_key, UUID)
-        if cursor
-        else (FIRST_PAGE_PRIORITY, FIRST_PAGE_DUE_AT, FIRST_UUID)
+        (FIRST_PAGE_PRIORITY, FIRST_PAGE_DUE_AT, FIRST_UUID)
+        if cursor is None
+        else decode_cursor(cursor, scope, int, _due_key, UUID)
     )
     params = {
         "owner_id": data.owner_id,
@@ -363,6 +273,7 @@ async def list_todos(
         rows,
         limit,
         lambda todo: encode_cursor(
+            scope,
             todo.priority,
             todo.due_at.isoformat() if todo.due_at else NO_DUE_DATE,
             todo.id,
@@ -453,11 +364,4 @@ async def count_todos_by_status(conn: AsyncConnection[Any], *, owner_id: UUID) -
 
 def _due_key(value: str) -> datetime | str:
     """The due-date part of a cursor: a timestamp, or 'infinity' for an undated todo."""
-    return value if value == NO_DUE_DATE else datetime.fromisoformat(value)
-
-
-def _returned(row: T | None) -> T:
-    """The row of an INSERT … RETURNING, which always returns one."""
-    if row is None:
-        raise RuntimeError("INSERT … RETURNING returned no row")
-    return row
+    return value if value == NO_DUE_DATE else aware_datetime(value)

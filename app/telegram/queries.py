@@ -1,23 +1,20 @@
-"""Schema `telegram`: a bot's sessions with its users, which are also aiogram 3 FSM storage.
+"""Query functions of schema `telegram`: a bot's sessions, which are also aiogram 3 FSM storage.
 
 A session is identified by a `SessionKey`: the six parts of aiogram's `StorageKey` (bot,
 chat, user, forum topic, business connection, destiny), so an aiogram `BaseStorage` maps onto
 `set_state` / `get_state` / `set_data` / `get_data` / `update_data` one to one.
 
-Row models, input models, SQL constants, then the query functions in the order of
-DESIGN.md's API list. Every function takes the caller's connection and never commits.
+SQL constants first, then the functions in the order of the public API. Every function
+takes the caller's connection and never commits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from app.database.errors import (
     ForeignKeyError,
@@ -26,130 +23,17 @@ from app.database.errors import (
     database_errors,
 )
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
-from app.database.rows import model_rows
-from app.database.validation import InputModel, JsonObject, Name, Text, as_uuid, validated
-
-__all__ = [
-    "SessionKey",
-    "SessionUpsert",
-    "TelegramSession",
-    "deactivate_session",
-    "get_data",
-    "get_session",
-    "get_state",
-    "link_chat",
-    "list_active_sessions",
-    "set_data",
-    "set_state",
-    "update_data",
-    "upsert_session",
-]
-
-BigInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-"""A Telegram id: an int (not a bool or a numeric string) that fits PostgreSQL's bigint."""
-
-Destiny = Annotated[Name, StringConstraints(max_length=100)]
-BusinessConnectionId = Name
-Username = Annotated[Name, StringConstraints(max_length=64)]
-LanguageCode = Annotated[Name, StringConstraints(max_length=35)]
-State = Annotated[Text, StringConstraints(max_length=500)]
-
-
-# Keys and row models ----------------------------------------------------------------------
-
-
-class _SessionKeyInput(InputModel):
-    bot_id: BigInt
-    telegram_chat_id: BigInt
-    telegram_user_id: BigInt
-    thread_id: BigInt | None
-    business_connection_id: BusinessConnectionId | None
-    destiny: Destiny
-
-
-@dataclass(frozen=True, slots=True)
-class SessionKey:
-    """The identity of a session: aiogram 3's `StorageKey`, part for part.
-
-    `telegram_chat_id` and `telegram_user_id` are aiogram's `chat_id` and `user_id` (Telegram
-    ids, not agentdb ids). Frozen and hashable; invalid parts raise InvalidInputError.
-    """
-
-    bot_id: int
-    telegram_chat_id: int
-    telegram_user_id: int
-    thread_id: int | None = None
-    business_connection_id: str | None = None
-    destiny: str = "default"
-
-    def __post_init__(self) -> None:
-        validated(
-            _SessionKeyInput,
-            bot_id=self.bot_id,
-            telegram_chat_id=self.telegram_chat_id,
-            telegram_user_id=self.telegram_user_id,
-            thread_id=self.thread_id,
-            business_connection_id=self.business_connection_id,
-            destiny=self.destiny,
-        )
-
-
-class TelegramSession(BaseModel):
-    """A row of telegram.sessions."""
-
-    id: UUID
-    bot_id: int
-    telegram_chat_id: int
-    telegram_user_id: int
-    thread_id: int | None
-    business_connection_id: str | None
-    destiny: str
-    chat_id: UUID | None
-    username: str | None
-    language_code: str | None
-    state: str | None
-    data: dict[str, Any]
-    is_active: bool
-    last_seen_at: datetime
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def key(self) -> SessionKey:
-        """The session's FSM storage key."""
-        return SessionKey(
-            self.bot_id,
-            self.telegram_chat_id,
-            self.telegram_user_id,
-            self.thread_id,
-            self.business_connection_id,
-            self.destiny,
-        )
-
-
-# Input models -----------------------------------------------------------------------------
-
-
-class SessionUpsert(InputModel):
-    username: Username | None = None
-    language_code: LanguageCode | None = None
-
-
-class _StateInput(InputModel):
-    state: State | None
-
-
-class _DataInput(InputModel):
-    data: JsonObject
-
-
-class _PatchInput(InputModel):
-    patch: JsonObject
-
-
-class _BotInput(InputModel):
-    bot_id: BigInt
-
+from app.database.rows import model_rows, returned
+from app.database.validation import as_uuid, validated
+from app.telegram.models import (
+    BotInput,
+    DataInput,
+    PatchInput,
+    SessionKey,
+    SessionUpsert,
+    StateInput,
+    TelegramSession,
+)
 
 # SQL --------------------------------------------------------------------------------------
 #
@@ -319,10 +203,7 @@ async def upsert_session(
     params |= {"username": data.username, "language_code": data.language_code}
     async with conn.cursor(row_factory=SESSION_ROW) as cursor:
         await cursor.execute(UPSERT_SESSION, params)
-        session = await cursor.fetchone()
-    if session is None:
-        raise RuntimeError("INSERT … RETURNING returned no row")
-    return session
+        return returned(await cursor.fetchone())
 
 
 @database_errors
@@ -365,7 +246,7 @@ async def link_chat(conn: AsyncConnection[Any], key: SessionKey, chat_id: UUID) 
 async def set_state(conn: AsyncConnection[Any], key: SessionKey, state: str | None) -> None:
     """Set the FSM state (None: no state), creating the session if it does not exist."""
     params = _key_params(key)
-    params["state"] = validated(_StateInput, state=state).state
+    params["state"] = validated(StateInput, state=state).state
     await conn.execute(UPSERT_STATE, params)
 
 
@@ -381,7 +262,7 @@ async def get_state(conn: AsyncConnection[Any], key: SessionKey) -> str | None:
 async def set_data(conn: AsyncConnection[Any], key: SessionKey, data: dict[str, Any]) -> None:
     """Replace the FSM data with `data`, creating the session if it does not exist."""
     params = _key_params(key)
-    params["data"] = Jsonb(validated(_DataInput, data=data).data)
+    params["data"] = Jsonb(validated(DataInput, data=data).data)
     await conn.execute(UPSERT_DATA, params)
 
 
@@ -399,12 +280,9 @@ async def update_data(
 ) -> dict[str, Any]:
     """Merge `patch` into the FSM data key by key, atomically; return the merged data."""
     params = _key_params(key)
-    params["patch"] = Jsonb(validated(_PatchInput, patch=patch).patch)
+    params["patch"] = Jsonb(validated(PatchInput, patch=patch).patch)
     cursor = await conn.execute(MERGE_DATA, params)
-    row = await cursor.fetchone()
-    if row is None:
-        raise RuntimeError("INSERT … RETURNING returned no row")
-    return dict(row[0])
+    return dict(returned(await cursor.fetchone())[0])
 
 
 @database_errors
@@ -416,9 +294,10 @@ async def list_active_sessions(
     cursor: str | None = None,
 ) -> Page[TelegramSession]:
     """The bot's active sessions, most recently seen first."""
-    bot = validated(_BotInput, bot_id=bot_id)
+    bot = validated(BotInput, bot_id=bot_id)
     check_limit(limit)
-    after_last_seen_at, after_id = newest_first_start(cursor)
+    scope = f"sessions:{bot.bot_id}"
+    after_last_seen_at, after_id = newest_first_start(cursor, scope)
     params = {
         "bot_id": bot.bot_id,
         "after_last_seen_at": after_last_seen_at,
@@ -429,7 +308,9 @@ async def list_active_sessions(
         await db_cursor.execute(SELECT_ACTIVE_SESSIONS_PAGE, params)
         rows = await db_cursor.fetchall()
     return page_of(
-        rows, limit, lambda session: encode_cursor(session.last_seen_at.isoformat(), session.id)
+        rows,
+        limit,
+        lambda session: encode_cursor(scope, session.last_seen_at.isoformat(), session.id),
     )
 
 

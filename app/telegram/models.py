@@ -1,0 +1,117 @@
+"""The session key, row and input models of schema `telegram` (sessions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field, StrictInt, StringConstraints
+
+from app.database.validation import InputModel, JsonObject, Name, Text, validated
+
+BigInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+"""A Telegram id: an int (not a bool or a numeric string) that fits PostgreSQL's bigint."""
+
+Destiny = Annotated[Name, StringConstraints(max_length=100)]
+BusinessConnectionId = Name
+Username = Annotated[Name, StringConstraints(max_length=64)]
+LanguageCode = Annotated[Name, StringConstraints(max_length=35)]
+State = Annotated[Text, StringConstraints(max_length=500)]
+
+
+# Keys and row models ----------------------------------------------------------------------
+
+
+class SessionKeyInput(InputModel):
+    bot_id: BigInt
+    telegram_chat_id: BigInt
+    telegram_user_id: BigInt
+    thread_id: BigInt | None
+    business_connection_id: BusinessConnectionId | None
+    destiny: Destiny
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """The identity of a session: aiogram 3's `StorageKey`, part for part.
+
+    `telegram_chat_id` and `telegram_user_id` are aiogram's `chat_id` and `user_id` (Telegram
+    ids, not agentdb ids). Frozen and hashable; invalid parts raise InvalidInputError.
+    """
+
+    bot_id: int
+    telegram_chat_id: int
+    telegram_user_id: int
+    thread_id: int | None = None
+    business_connection_id: str | None = None
+    destiny: str = "default"
+
+    def __post_init__(self) -> None:
+        validated(
+            SessionKeyInput,
+            bot_id=self.bot_id,
+            telegram_chat_id=self.telegram_chat_id,
+            telegram_user_id=self.telegram_user_id,
+            thread_id=self.thread_id,
+            business_connection_id=self.business_connection_id,
+            destiny=self.destiny,
+        )
+
+
+class TelegramSession(BaseModel):
+    """A row of telegram.sessions."""
+
+    id: UUID
+    bot_id: int
+    telegram_chat_id: int
+    telegram_user_id: int
+    thread_id: int | None
+    business_connection_id: str | None
+    destiny: str
+    chat_id: UUID | None
+    username: str | None
+    language_code: str | None
+    state: str | None
+    data: dict[str, Any]
+    is_active: bool
+    last_seen_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def key(self) -> SessionKey:
+        """The session's FSM storage key."""
+        return SessionKey(
+            self.bot_id,
+            self.telegram_chat_id,
+            self.telegram_user_id,
+            self.thread_id,
+            self.business_connection_id,
+            self.destiny,
+        )
+
+
+# Input models -----------------------------------------------------------------------------
+
+
+class SessionUpsert(InputModel):
+    username: Username | None = None
+    language_code: LanguageCode | None = None
+
+
+class StateInput(InputModel):
+    state: State | None
+
+
+class DataInput(InputModel):
+    data: JsonObject
+
+
+class PatchInput(InputModel):
+    patch: JsonObject
+
+
+class BotInput(InputModel):
+    bot_id: BigInt
