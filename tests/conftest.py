@@ -141,3 +141,25 @@ def agentdb_command() -> list[str]:
     import sys
 
     return [str(Path(sys.executable).with_name("agentdb"))]
+
+
+COUNT_LOCK_WAITERS = """
+SELECT count(*)
+FROM pg_catalog.pg_stat_activity
+WHERE datname = pg_catalog.current_database()
+  AND wait_event_type = 'Lock'
+"""
+
+
+async def wait_for_lock_waiters(conn: psycopg.AsyncConnection[Any], count: int = 1) -> None:
+    """Return once `count` backends of this database wait for a lock (a race's loser is then
+    really blocked behind the winner, not merely scheduled after it); fail after 10 s."""
+    import asyncio
+
+    for _ in range(1000):
+        cursor = await conn.execute(COUNT_LOCK_WAITERS)
+        row = await cursor.fetchone()
+        if row is not None and row[0] >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {count} backends ever waited for a lock")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,7 @@ from app.database import (
 from app.database.errors import translate
 from app.database.pagination import encode_cursor
 from app.messaging import EMBEDDING_DIMENSIONS, Chat, Message, MessageCreate
+from tests.conftest import wait_for_lock_waiters
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -1117,3 +1119,207 @@ async def test_any_text_without_nul_round_trips_exactly_through_add_and_get_mess
     reloaded = await messaging.get_chat(shared_conn, chat.id)
     assert reloaded is not None
     assert (reloaded.title, reloaded.metadata) == (title, {content: content})
+
+
+# Races, run for real on separate connections ------------------------------------------------
+
+SELECT_LIVE_MESSAGES_OF_CHAT = """
+SELECT count(*) FROM messaging.messages WHERE chat_id = %s AND deleted_at IS NULL
+"""
+SELECT_MESSAGE_STAMPS = """
+SELECT content, created_at FROM messaging.messages WHERE chat_id = %s ORDER BY created_at, id
+"""
+FLAG_CHAT_DELETED_ONLY = "UPDATE messaging.chats SET deleted_at = now() WHERE id = %s"
+
+
+async def test_delete_chat_racing_add_message_leaves_no_live_message_in_the_deleted_chat(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    # The writer holds the chat's lock with its message uncommitted; the delete waits for it,
+    # then must see (and delete) the message committed while it waited.
+
+    chat = await new_chat(conn)
+    async with db.session() as writer:
+        await messaging.add_message(writer, chat.id, role="user", content="sent as it closed")
+
+        async def delete() -> None:
+            async with db.session() as deleter:
+                await messaging.delete_chat(deleter, chat.id)
+
+        deleting = asyncio.create_task(delete())
+        await wait_for_lock_waiters(conn)
+    await deleting
+    assert await scalar(conn, SELECT_LIVE_MESSAGES_OF_CHAT, [chat.id]) == 0
+
+
+async def test_add_message_waiting_for_a_chat_being_deleted_is_refused(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    chat = await new_chat(conn)
+
+    async def add() -> None:
+        async with db.session() as writer:
+            await messaging.add_message(writer, chat.id, role="user", content="too late")
+
+    async with db.session() as deleter:
+        await messaging.delete_chat(deleter, chat.id)
+        adding = asyncio.create_task(add())
+        await wait_for_lock_waiters(conn)
+    with pytest.raises(NotFoundError):
+        await adding
+    assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+
+
+@pytest.mark.parametrize("first", ["delete", "add_messages"])
+async def test_add_messages_and_a_soft_delete_of_the_chat_exclude_each_other(
+    db: DatabaseManager, conn: Conn, first: str
+) -> None:
+    # FOR KEY SHARE did not conflict with the soft delete's UPDATE: a COPY could land live
+    # messages in a chat deleted at the same moment. Whichever goes first, none stays live.
+
+    chat, other = await new_chat(conn), await new_chat(conn)
+    batch = [
+        MessageCreate(chat_id=chat_id, role="user", content=f"m{index}")
+        for index, chat_id in enumerate([other.id, chat.id, other.id, chat.id])
+    ]
+
+    async def add() -> None:
+        async with db.session() as writer:
+            await messaging.add_messages(writer, batch)
+
+    async def delete() -> None:
+        async with db.session() as deleter:
+            await messaging.delete_chat(deleter, chat.id)
+
+    waiter = add if first == "delete" else delete
+    async with db.session() as held:
+        if first == "delete":
+            await messaging.delete_chat(held, chat.id)
+        else:
+            await messaging.add_messages(held, batch)
+        waiting = asyncio.create_task(waiter())
+        await wait_for_lock_waiters(conn)
+    if first == "delete":
+        with pytest.raises(NotFoundError):
+            await waiting
+        assert await scalar(conn, COUNT_ALL_MESSAGES) == 0
+    else:
+        await waiting
+        assert await scalar(conn, SELECT_LIVE_MESSAGES_OF_CHAT, [chat.id]) == 0
+        assert await scalar(conn, SELECT_LIVE_MESSAGES_OF_CHAT, [other.id]) == 2
+
+
+async def test_concurrent_add_messages_over_the_same_chats_in_any_order_do_not_deadlock(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    chats = [await new_chat(conn) for _ in range(4)]
+
+    async def add(order: list[Chat], rounds: int) -> None:
+        for round in range(rounds):
+            async with db.session() as writer:
+                await messaging.add_messages(
+                    writer,
+                    [{"chat_id": c.id, "role": "user", "content": f"{round}"} for c in order],
+                )
+
+    await asyncio.gather(add(chats, 15), add(chats[::-1], 15), add(chats[1:] + chats[:1], 15))
+    for chat in chats:
+        assert await messaging.count_messages(conn, chat.id) == 45
+
+
+async def test_messages_of_one_chat_are_stamped_in_commit_order(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    # Writers that hold their transactions open across several messages, started in a
+    # shuffled order: each holds the chat's lock from its first message to its commit, so its
+    # messages must form one block, and the blocks must follow the commits. A stamp taken
+    # before the lock put a waiting writer's message inside another writer's block, where a
+    # reader paging by cursor could have passed it already.
+    import random
+
+    chat = await new_chat(conn)
+    commits: list[int] = []
+    rng = random.Random(7)
+    starts = list(range(6))
+    rng.shuffle(starts)
+
+    async def write(writer_id: int, start: int) -> None:
+        await asyncio.sleep(start * 0.01)
+        async with db.session() as writer:
+            for part in range(3):
+                await messaging.add_message(
+                    writer, chat.id, role="user", content=f"{writer_id}:{part}"
+                )
+                await asyncio.sleep(rng.random() * 0.02)
+        commits.append(writer_id)
+
+    await asyncio.gather(*(write(writer_id, start) for writer_id, start in enumerate(starts)))
+    cursor = await conn.execute(SELECT_MESSAGE_STAMPS, [chat.id])
+    order = [int(content.split(":")[0]) for content, _ in await cursor.fetchall()]
+    assert order == [writer_id for writer_id in commits for _ in range(3)]
+
+
+async def test_a_reader_paging_by_cursor_never_misses_a_message_committed_later(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    # The reader keeps the cursor of the newest message it has seen and asks for what is
+    # newer by reading every page back to that cursor; with stamps in commit order nothing
+    # can appear behind the cursor after it was read.
+    chat = await new_chat(conn)
+    seen: set[str] = set()
+    done = asyncio.Event()
+
+    async def write(writer_id: int) -> None:
+        for part in range(5):
+            async with db.session() as writer:
+                await messaging.add_message(
+                    writer, chat.id, role="user", content=f"{writer_id}:{part}"
+                )
+                await asyncio.sleep(0.003 * writer_id)
+
+    async def read() -> None:
+        newest: tuple[datetime, UUID] | None = None
+        while True:
+            finished = done.is_set()
+            async with db.connection() as reader:
+                page = await messaging.list_messages(reader, chat.id, limit=1000)
+            for message in page.items:
+                key = (message.created_at, message.id)
+                if message.content not in seen:
+                    assert newest is None or key > newest, "a message appeared behind the cursor"
+                    seen.add(message.content)
+            if page.items:
+                newest = (page.items[-1].created_at, page.items[-1].id)
+            if finished:
+                return
+            await asyncio.sleep(0.001)
+
+    reading = asyncio.create_task(read())
+    await asyncio.gather(*(write(writer_id) for writer_id in range(4)))
+    done.set()
+    await reading
+    assert len(seen) == 20
+
+
+async def test_messages_of_a_deleted_chat_are_never_listed_counted_got_or_found(
+    conn: Conn,
+) -> None:
+    # Only the chat carries the flag here (as after a crash between two statements, or a
+    # hand-written UPDATE in psql): every read path must still hide its messages.
+    owner = uuid4()
+    chat = await new_chat(conn, owner_id=owner)
+    embedding = vector(1)
+    message = await messaging.add_message(
+        conn, chat.id, role="user", content="buy milk", embedding=embedding
+    )
+    await conn.execute(FLAG_CHAT_DELETED_ONLY, [chat.id])
+    assert (await messaging.list_messages(conn, chat.id)).items == []
+    assert await messaging.count_messages(conn, chat.id) == 0
+    assert await messaging.get_message(conn, message.id) is None
+    assert await messaging.search_messages(conn, owner_id=owner, embedding=embedding) == []
+    assert (
+        await messaging.hybrid_search_messages(
+            conn, owner_id=owner, embedding=embedding, query="milk"
+        )
+        == []
+    )

@@ -391,10 +391,33 @@ async def test_search_settings_apply_to_the_search_only_never_to_the_pooled_sess
         assert await cursor.fetchone() == ("auto",)
         cursor = await conn.execute("SELECT current_setting('hnsw.ef_search', true)")
         assert (await cursor.fetchone() or [None])[0] in (None, "", "40")
-    async with db.session() as conn:  # inside a caller's transaction: until it ends
-        await messaging.search_messages(conn, owner_id=uuid.uuid4(), embedding=vector, ef_search=77)
-        cursor = await conn.execute("SELECT current_setting('hnsw.ef_search')")
-        assert await cursor.fetchone() == ("77",)
     async with db.connection() as conn:
         cursor = await conn.execute("SELECT current_setting('plan_cache_mode')")
         assert await cursor.fetchone() == ("auto",)
+
+
+SHOW_SEARCH_SETTINGS = """
+SELECT current_setting('plan_cache_mode'),
+       current_setting('hnsw.ef_search', true),
+       current_setting('hnsw.iterative_scan', true)
+"""
+
+
+@pytest.mark.parametrize("search", ["search_messages", "hybrid_search_messages"])
+async def test_search_settings_do_not_leak_into_the_rest_of_the_callers_transaction(
+    db: DatabaseManager, search: str
+) -> None:
+    vector = [0.1] * EMBEDDING_DIMENSIONS
+    arguments: dict[str, Any] = {"owner_id": uuid.uuid4(), "embedding": vector, "ef_search": 77}
+    if search == "hybrid_search_messages":
+        arguments["query"] = "milk"
+    async with db.session() as conn:
+        await conn.execute("SET LOCAL hnsw.ef_search = 123")
+        before = await (await conn.execute(SHOW_SEARCH_SETTINGS)).fetchone()
+        await getattr(messaging, search)(conn, **arguments)
+        after = await (await conn.execute(SHOW_SEARCH_SETTINGS)).fetchone()
+    assert before is not None and after is not None
+    assert before[:2] == ("auto", "123")
+    # Before pgvector's library is loaded in the session its settings do not exist yet (None);
+    # after, they read as their default, which is what the reset puts back.
+    assert after == (*before[:2], before[2] or "off")

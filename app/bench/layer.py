@@ -410,10 +410,10 @@ class RawLayer:
     async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
         chat_ids = list({row["chat_id"] for row in rows})
         async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(message_sql.SELECT_CHAT_OWNERS, [chat_ids])
+            cursor = await conn.execute(message_sql.LOCK_CHATS_FOR_MESSAGES, [chat_ids])
             found = await cursor.fetchall()
             owners = {chat_id: owner_id for chat_id, owner_id, _ in found}
-            clock: datetime = found[0][2]
+            clock: datetime = max(at for _, _, at in found)
             last_at: dict[UUID, datetime] = {}
             async with conn.cursor().copy(message_sql.COPY_MESSAGES) as copy:
                 copy.set_types(message_sql.COPY_MESSAGES_TYPES)

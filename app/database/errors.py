@@ -4,13 +4,13 @@
     ├── NotFoundError             the row to update or delete does not exist
     ├── ConflictError             unique violation, a transition not allowed, a fenced call
     ├── ForeignKeyError           a referenced row is missing, or a row is still referenced
-    ├── InvalidInputError         validation, CHECK / NOT NULL, a value the server finds too large
+    ├── InvalidInputError         bad input, CHECK / NOT NULL, a value too large for the server
     ├── AccessDeniedError         insufficient privilege, a row-level-security check
     ├── SchemaNotMigratedError    a relation or column is missing: run `agentdb migrate`
-    ├── TransactionAbortedError   an earlier statement failed: the transaction can only roll back
-    ├── TransactionRetryError     serialization failure or deadlock: retry the transaction  (retryable)
-    ├── QueryTimeoutError         statement or lock timeout, cancellation                  (retryable)
-    └── DatabaseUnavailableError  cannot connect, pool timeout, connection lost            (retryable)
+    ├── TransactionAbortedError   an earlier statement failed: the transaction must roll back
+    ├── TransactionRetryError     serialization failure or deadlock: retry it   (retryable)
+    ├── QueryTimeoutError         statement or lock timeout, cancellation       (retryable)
+    └── DatabaseUnavailableError  cannot connect, pool timeout, connection lost (retryable)
 
 Every message names the field or the constraint at fault. None of them carries a password:
 psycopg's own messages name host and database, never credentials.
@@ -18,6 +18,7 @@ psycopg's own messages name host and database, never credentials.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 from collections.abc import Awaitable, Callable
@@ -178,10 +179,8 @@ def record_error(conn: Any, error: AgentDBError) -> AgentDBError:
         if first is not None and error.first_error is None:
             return aborted_error(first)
         return error
-    try:
+    with contextlib.suppress(TypeError):  # not a connection (a test calling with something else)
         _last_errors[conn] = error
-    except TypeError:  # not a connection (a test calling with something else)
-        pass
     return error
 
 

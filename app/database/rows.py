@@ -89,6 +89,18 @@ def model_rows(model: type[M]) -> BaseRowFactory[M]:
     return factory
 
 
+def row_maker(model: type[M], names: Sequence[str]) -> RowMaker[M]:
+    """A maker of `model` rows from values in the order of `names`, which must be exactly
+    the model's fields (StatementColumnsError otherwise): for rows that hold a model among
+    other columns."""
+    if sorted(names) != sorted(model.model_fields):
+        raise StatementColumnsError(
+            f"a statement returning {model.__name__} values has columns {list(names)}, "
+            f"not the model's fields {sorted(model.model_fields)}"
+        )
+    return _row_maker(model, tuple(names))
+
+
 def column_names(cursor: Any) -> tuple[str, ...]:
     """The names of the current result's columns, read from the result itself (building
     `cursor.description` makes a Column object per column on every execute)."""

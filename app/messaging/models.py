@@ -6,10 +6,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, with_config
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, with_config
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
-from app.database.validation import InputModel, JsonObject, NonBlankText, Text, Title
+from app.database.validation import (
+    Count32,
+    InputModel,
+    JsonObject,
+    NonBlankText,
+    Text,
+    Timestamp,
+    Title,
+    Uuid,
+)
 from app.database.vectors import Embedding
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -66,7 +75,7 @@ class Message(BaseModel):
 
 
 class ChatCreate(InputModel):
-    owner_id: UUID
+    owner_id: Uuid
     title: Title | None = None
     metadata: JsonObject = Field(default_factory=dict)
 
@@ -81,13 +90,13 @@ class MessageCreate(InputModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    chat_id: UUID
+    chat_id: Uuid
     role: Role
     content: Text
     embedding: Embedding | None = None
-    token_count: NonNegativeInt | None = None
+    token_count: Count32 | None = None
     metadata: JsonObject = Field(default_factory=dict)
-    created_at: AwareDatetime | None = None
+    created_at: Timestamp | None = None
 
 
 @with_config(ConfigDict(extra="forbid", arbitrary_types_allowed=True))
@@ -99,13 +108,13 @@ class MessageCreateDict(TypedDict):
     holds the two together); a key left out takes MessageCreate's default.
     """
 
-    chat_id: UUID
+    chat_id: Uuid
     role: Role
     content: Text
     embedding: NotRequired[Embedding | None]
-    token_count: NotRequired[NonNegativeInt | None]
+    token_count: NotRequired[Count32 | None]
     metadata: NotRequired[JsonObject]
-    created_at: NotRequired[AwareDatetime | None]
+    created_at: NotRequired[Timestamp | None]
 
 
 class EmbeddingInput(InputModel):
@@ -126,14 +135,17 @@ class MessageHit(BaseModel):
 
 MAX_SEARCH_LIMIT = 200
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+MAX_QUERY_LENGTH = 10_000
+"""Characters of a full-text query: PostgreSQL's tsquery parser runs out of stack at about
+20,000 words, and no one types a search that long."""
 
 
 class SearchInput(InputModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    owner_id: UUID
+    owner_id: Uuid
     embedding: Embedding
-    chat_id: UUID | None = None
-    limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)]
-    ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)]
-    query: NonBlankText | None = None
+    chat_id: Uuid | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_SEARCH_LIMIT)]
+    ef_search: Annotated[StrictInt, Field(ge=1, le=MAX_EF_SEARCH)]
+    query: Annotated[NonBlankText, StringConstraints(max_length=MAX_QUERY_LENGTH)] | None = None

@@ -1,7 +1,7 @@
 """Query functions of schema `messaging`: chats and their messages.
 
-SQL constants first, then the functions in the order of DESIGN.md's API list. Every function
-takes the caller's connection and never commits.
+SQL constants first, then the functions in the order of the public API. Every function takes
+the caller's connection and never commits.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.database.errors import InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
-from app.database.rows import model_rows, returned
-from app.database.validation import as_uuid, invalid_input, validated
+from app.database.rows import column_list, model_rows, returned
+from app.database.validation import as_sequence, as_uuid, invalid_input, validated
 from app.messaging.models import (
     UNSET,
     Chat,
@@ -32,51 +32,73 @@ from app.messaging.models import (
 
 # SQL --------------------------------------------------------------------------------------
 
-INSERT_CHAT = """
+CHAT_COLUMNS = column_list(
+    Chat, "id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at"
+)
+
+MESSAGE_COLUMNS = column_list(
+    Message,
+    "id, chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, "
+    "updated_at, deleted_at",
+)
+
+INSERT_CHAT = (
+    """
 INSERT INTO messaging.chats (owner_id, title, metadata)
 VALUES (%(owner_id)s, %(title)s, %(metadata)s)
-RETURNING id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
-"""
+RETURNING """
+    + CHAT_COLUMNS
+)
 
-SELECT_CHAT = """
-SELECT id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+SELECT_CHAT = (
+    "SELECT "
+    + CHAT_COLUMNS
+    + """
 FROM messaging.chats
 WHERE id = %s
   AND deleted_at IS NULL
 """
+)
 
 # One statement for any combination of fields: a flag per field says whether to set it, so
 # None can clear the title while an omitted field keeps its value.
-UPDATE_CHAT = """
+UPDATE_CHAT = (
+    """
 UPDATE messaging.chats
 SET title = CASE WHEN %(set_title)s THEN %(title)s ELSE title END,
     metadata = CASE WHEN %(set_metadata)s THEN %(metadata)s ELSE metadata END
 WHERE id = %(chat_id)s
   AND deleted_at IS NULL
-RETURNING id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+RETURNING """
+    + CHAT_COLUMNS
+)
+
+# The soft delete takes the chat's row lock (an UPDATE: FOR NO KEY UPDATE), which every
+# writer of its messages takes too. The messages go in a second statement, whose snapshot
+# is taken after that lock is held: it sees every message a writer committed while this one
+# waited (one statement with both updates would share a snapshot from before the wait, and
+# leave such a message live in a deleted chat). Both run in one pipeline: one round trip.
+SOFT_DELETE_CHAT = """
+UPDATE messaging.chats
+SET deleted_at = now()
+WHERE id = %s
+  AND deleted_at IS NULL
+RETURNING id
 """
 
-# The chat's messages go with it, so no search or list finds them through another path.
-SOFT_DELETE_CHAT = """
-WITH chat AS (
-    UPDATE messaging.chats
-    SET deleted_at = now()
-    WHERE id = %s
-      AND deleted_at IS NULL
-    RETURNING id
-), messages AS (
-    UPDATE messaging.messages
-    SET deleted_at = now()
-    WHERE chat_id IN (SELECT id FROM chat)
-      AND deleted_at IS NULL
-)
-SELECT id FROM chat
+SOFT_DELETE_CHAT_MESSAGES = """
+UPDATE messaging.messages
+SET deleted_at = now()
+WHERE chat_id = %s
+  AND deleted_at IS NULL
 """
 
 # Keyset page on idx_chats_owner_id_last_activity: the cursor is the last row's
 # (activity, id); the first page starts from ('infinity', the largest uuid).
-SELECT_CHATS_PAGE = """
-SELECT id, owner_id, title, metadata, last_message_at, created_at, updated_at, deleted_at
+SELECT_CHATS_PAGE = (
+    "SELECT "
+    + CHAT_COLUMNS
+    + """
 FROM messaging.chats
 WHERE owner_id = %(owner_id)s
   AND deleted_at IS NULL
@@ -84,38 +106,55 @@ WHERE owner_id = %(owner_id)s
 ORDER BY COALESCE(last_message_at, created_at) DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
-# Locks the chat row (UPDATE) so concurrent messages of one chat are stamped in commit
-# order; clock_timestamp(), not now(), so messages added in one transaction keep their order.
-# The same stamp is the message's created_at and updated_at; last_message_at never goes back.
-INSERT_MESSAGE = """
-WITH stamp AS (
-    SELECT clock_timestamp() AS at
-), chat AS (
-    UPDATE messaging.chats
-    SET last_message_at = GREATEST(last_message_at, stamp.at)
-    FROM stamp
+# The chat's row lock first (FOR NO KEY UPDATE: it conflicts with a soft delete and with
+# other writers of the chat's messages, not with inserts that only reference the chat), then
+# the stamp: clock_timestamp() is read in `stamp`, over the locked row, so it is taken after
+# the lock is granted. The lock is held to commit, so messages of one chat are stamped in
+# commit order, and a reader paging by (created_at, id) never misses one that commits later
+# with an older stamp. clock_timestamp(), not now(): messages of one transaction keep their
+# order. The stamp is the message's created_at and updated_at; last_message_at never goes back.
+INSERT_MESSAGE = (
+    """
+WITH chat AS (
+    SELECT id, owner_id
+    FROM messaging.chats
     WHERE id = %(chat_id)s
       AND deleted_at IS NULL
-    RETURNING chats.id, chats.owner_id, stamp.at
+    FOR NO KEY UPDATE
+), stamp AS (
+    SELECT id, owner_id, clock_timestamp() AS at
+    FROM chat
+), touched AS (
+    UPDATE messaging.chats
+    SET last_message_at = GREATEST(chats.last_message_at, stamp.at)
+    FROM stamp
+    WHERE chats.id = stamp.id
 )
 INSERT INTO messaging.messages
     (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, updated_at)
-SELECT chat.id, chat.owner_id, %(role)s, %(content)s, %(embedding)s, %(token_count)s,
-       %(metadata)s, chat.at, chat.at
-FROM chat
-RETURNING id, chat_id, owner_id, role, content, embedding, token_count, metadata,
-       created_at, updated_at, deleted_at
-"""
+SELECT stamp.id, stamp.owner_id, %(role)s, %(content)s, %(embedding)s, %(token_count)s,
+       %(metadata)s, stamp.at, stamp.at
+FROM stamp
+RETURNING """
+    + MESSAGE_COLUMNS
+)
 
-# Before a COPY: each chat's owner (messages copy it), and the server's clock to stamp the
-# batch with increasing created_at values. FOR KEY SHARE keeps the chats from being deleted.
-SELECT_CHAT_OWNERS = """
+# Before a COPY: each chat's owner (messages copy it), under the same lock add_message takes,
+# taken in id order so that two batches over the same chats cannot deadlock. The clock is read
+# over the locked rows (the last row's value is after every lock), to stamp the batch.
+LOCK_CHATS_FOR_MESSAGES = """
+WITH locked AS (
+    SELECT id, owner_id
+    FROM messaging.chats
+    WHERE id = ANY(%s::uuid[])
+      AND deleted_at IS NULL
+    ORDER BY id
+    FOR NO KEY UPDATE
+)
 SELECT id, owner_id, clock_timestamp()
-FROM messaging.chats
-WHERE id = ANY(%s::uuid[])
-  AND deleted_at IS NULL
-FOR KEY SHARE
+FROM locked
 """
 
 COPY_MESSAGES = """
@@ -143,13 +182,22 @@ FROM unnest(%s::uuid[], %s::timestamptz[]) AS batch (chat_id, last_message_at)
 WHERE chat.id = batch.chat_id
 """
 
-SELECT_MESSAGE = """
-SELECT id, chat_id, owner_id, role, content, embedding, token_count, metadata,
-       created_at, updated_at, deleted_at
+# A message is live only while its chat is: the chat's own deleted_at is checked too (one
+# primary-key probe), so no path shows a message of a deleted chat, whatever its own flag.
+SELECT_MESSAGE = (
+    "SELECT "
+    + MESSAGE_COLUMNS
+    + """
 FROM messaging.messages
 WHERE id = %s
   AND deleted_at IS NULL
+  AND EXISTS (
+      SELECT FROM messaging.chats
+      WHERE chats.id = messages.chat_id
+        AND chats.deleted_at IS NULL
+  )
 """
+)
 
 SOFT_DELETE_MESSAGE = """
 UPDATE messaging.messages
@@ -159,26 +207,39 @@ WHERE id = %s
 RETURNING id
 """
 
-# Served by idx_messages_chat_id_created_at_id.
+# Served by idx_messages_chat_id_created_at_id; nothing counts in a deleted chat.
 COUNT_MESSAGES = """
 SELECT count(*)
 FROM messaging.messages
-WHERE chat_id = %s
+WHERE chat_id = %(chat_id)s
   AND deleted_at IS NULL
+  AND EXISTS (
+      SELECT FROM messaging.chats
+      WHERE id = %(chat_id)s
+        AND deleted_at IS NULL
+  )
 """
 
 # Newest first from the cursor back, on idx_messages_chat_id_created_at_id (scanned
-# backwards); the caller reverses the page into chronological order.
-SELECT_MESSAGES_PAGE = """
-SELECT id, chat_id, owner_id, role, content, embedding, token_count, metadata,
-       created_at, updated_at, deleted_at
+# backwards); the caller reverses the page into chronological order. A deleted chat has no
+# page (its EXISTS is a one-time filter, evaluated once for the whole statement).
+SELECT_MESSAGES_PAGE = (
+    "SELECT "
+    + MESSAGE_COLUMNS
+    + """
 FROM messaging.messages
 WHERE chat_id = %(chat_id)s
   AND deleted_at IS NULL
   AND (created_at, id) < (%(before_created_at)s, %(before_id)s)
+  AND EXISTS (
+      SELECT FROM messaging.chats
+      WHERE id = %(chat_id)s
+        AND deleted_at IS NULL
+  )
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
 UPDATE_MESSAGE_EMBEDDING = """
 UPDATE messaging.messages
@@ -215,7 +276,9 @@ async def create_chat(
     metadata: Mapping[str, Any] | None = None,
 ) -> Chat:
     """Create a chat for `owner_id`."""
-    data = validated(ChatCreate, owner_id=owner_id, title=title, metadata=metadata or {})
+    data = validated(
+        ChatCreate, owner_id=owner_id, title=title, metadata={} if metadata is None else metadata
+    )
     params = {"owner_id": data.owner_id, "title": data.title, "metadata": Jsonb(data.metadata)}
     async with conn.cursor(row_factory=CHAT_ROW) as cursor:
         await cursor.execute(INSERT_CHAT, params)
@@ -262,10 +325,14 @@ async def update_chat(
 
 @database_errors
 async def delete_chat(conn: AsyncConnection[Any], chat_id: UUID) -> None:
-    """Soft-delete the chat and its messages."""
-    cursor = await conn.execute(SOFT_DELETE_CHAT, [as_uuid(chat_id, "chat_id")])
-    if await cursor.fetchone() is None:
-        raise NotFoundError(f"chat {chat_id} not found")
+    """Soft-delete the chat and its messages (also those whose writers the delete waited for)."""
+    chat_id = as_uuid(chat_id, "chat_id")
+    chat = conn.cursor()
+    async with conn.pipeline():
+        await chat.execute(SOFT_DELETE_CHAT, [chat_id])
+        await conn.execute(SOFT_DELETE_CHAT_MESSAGES, [chat_id])
+    if await chat.fetchone() is None:
+        raise NotFoundError(f"chat {chat_id} not found", field="chat_id")
 
 
 @database_errors
@@ -278,9 +345,11 @@ async def list_chats(
 ) -> Page[Chat]:
     """The owner's chats, most recent activity (last message, else creation) first."""
     check_limit(limit)
-    after_activity, after_id = newest_first_start(cursor)
+    owner_id = as_uuid(owner_id, "owner_id")
+    scope = f"chats:{owner_id}"
+    after_activity, after_id = newest_first_start(cursor, scope)
     params = {
-        "owner_id": as_uuid(owner_id, "owner_id"),
+        "owner_id": owner_id,
         "after_activity": after_activity,
         "after_id": after_id,
         "limit": limit + 1,
@@ -289,7 +358,7 @@ async def list_chats(
         await db_cursor.execute(SELECT_CHATS_PAGE, params)
         rows = await db_cursor.fetchall()
     return page_of(
-        rows, limit, lambda chat: encode_cursor(chat.last_activity_at.isoformat(), chat.id)
+        rows, limit, lambda chat: encode_cursor(scope, chat.last_activity_at.isoformat(), chat.id)
     )
 
 
@@ -312,13 +381,13 @@ async def add_message(
         content=content,
         embedding=embedding,
         token_count=token_count,
-        metadata=metadata or {},
+        metadata={} if metadata is None else metadata,
     )
     async with conn.cursor(row_factory=MESSAGE_ROW) as cursor:
         await cursor.execute(INSERT_MESSAGE, _message_params(data), binary=True)
         message = await cursor.fetchone()
     if message is None:
-        raise NotFoundError(f"chat {chat_id} not found")
+        raise NotFoundError(f"chat {chat_id} not found", field="chat_id")
     return message
 
 
@@ -336,14 +405,16 @@ async def add_messages(
         return 0
     chat_ids = list({row["chat_id"] for row in rows})
     async with conn.transaction():
-        cursor = await conn.execute(SELECT_CHAT_OWNERS, [chat_ids])
+        cursor = await conn.execute(LOCK_CHATS_FOR_MESSAGES, [chat_ids])
         found = await cursor.fetchall()
         owners: dict[UUID, UUID] = {chat_id: owner_id for chat_id, owner_id, _ in found}
         missing = [str(chat_id) for chat_id in chat_ids if chat_id not in owners]
         if missing:
-            raise NotFoundError(f"chat_id: chat(s) not found: {', '.join(missing)}")
+            raise NotFoundError(
+                f"chat_id: chat(s) not found: {', '.join(missing)}", field="chat_id"
+            )
 
-        clock: datetime = found[0][2]
+        clock: datetime = max(at for _, _, at in found)
         last_at: dict[UUID, datetime] = {}
         async with conn.cursor().copy(COPY_MESSAGES) as copy:
             copy.set_types(COPY_MESSAGES_TYPES)
@@ -383,13 +454,13 @@ async def delete_message(conn: AsyncConnection[Any], message_id: UUID) -> None:
     """Soft-delete the message."""
     cursor = await conn.execute(SOFT_DELETE_MESSAGE, [as_uuid(message_id, "message_id")])
     if await cursor.fetchone() is None:
-        raise NotFoundError(f"message {message_id} not found")
+        raise NotFoundError(f"message {message_id} not found", field="message_id")
 
 
 @database_errors
 async def count_messages(conn: AsyncConnection[Any], chat_id: UUID) -> int:
     """How many live messages the chat has."""
-    cursor = await conn.execute(COUNT_MESSAGES, [as_uuid(chat_id, "chat_id")])
+    cursor = await conn.execute(COUNT_MESSAGES, {"chat_id": as_uuid(chat_id, "chat_id")})
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
@@ -407,9 +478,11 @@ async def list_messages(
     `next_cursor` fetches the page before this one (older messages).
     """
     check_limit(limit)
-    before_created_at, before_id = newest_first_start(before)
+    chat_id = as_uuid(chat_id, "chat_id")
+    scope = f"messages:{chat_id}"
+    before_created_at, before_id = newest_first_start(before, scope)
     params = {
-        "chat_id": as_uuid(chat_id, "chat_id"),
+        "chat_id": chat_id,
         "before_created_at": before_created_at,
         "before_id": before_id,
         "limit": limit + 1,
@@ -418,7 +491,9 @@ async def list_messages(
         await cursor.execute(SELECT_MESSAGES_PAGE, params, binary=True)
         rows = await cursor.fetchall()
     page = page_of(
-        rows, limit, lambda message: encode_cursor(message.created_at.isoformat(), message.id)
+        rows,
+        limit,
+        lambda message: encode_cursor(scope, message.created_at.isoformat(), message.id),
     )
     page.items.reverse()
     return page
@@ -434,7 +509,7 @@ async def set_message_embedding(
         UPDATE_MESSAGE_EMBEDDING, [data.embedding, as_uuid(message_id, "message_id")]
     )
     if await cursor.fetchone() is None:
-        raise NotFoundError(f"message {message_id} not found")
+        raise NotFoundError(f"message {message_id} not found", field="message_id")
 
 
 @database_errors
@@ -447,9 +522,26 @@ async def set_message_embeddings(
     Each row updated also updates the HNSW index; to embed a large backlog, drop and rebuild
     the index around it, or run this in batches of a few thousand.
     """
-    pairs = list(embeddings.items()) if isinstance(embeddings, Mapping) else list(embeddings)
+    pairs = (
+        list(embeddings.items())
+        if isinstance(embeddings, Mapping)
+        else as_sequence(embeddings, "embeddings")
+    )
     ids, vectors = [], []
-    for index, (message_id, embedding) in enumerate(pairs):
+    for index, pair in enumerate(pairs):
+        if isinstance(pair, str | bytes | Mapping) or not isinstance(pair, Sequence | tuple):
+            raise InvalidInputError(
+                f"embeddings[{index}]: must be a (message_id, embedding) pair, "
+                f"not {type(pair).__name__}",
+                field=f"embeddings[{index}]",
+            )
+        if len(pair) != 2:
+            raise InvalidInputError(
+                f"embeddings[{index}]: must be a (message_id, embedding) pair, "
+                f"not {len(pair)} values",
+                field=f"embeddings[{index}]",
+            )
+        message_id, embedding = pair
         ids.append(as_uuid(message_id, f"embeddings[{index}].message_id"))
         try:
             vectors.append(EmbeddingInput(embedding=embedding).embedding)
@@ -480,7 +572,7 @@ def _message_rows(messages: Sequence[MessageCreate | Mapping[str, Any]]) -> list
     """Every message as a mapping of its fields: MessageCreate instances as they are (they were
     validated when they were made), all the others validated in one call as MessageCreateDict,
     the first problem raised naming the message's index and field."""
-    rows: list[Any] = list(messages)
+    rows: list[Any] = as_sequence(messages, "messages")
     unchecked = [index for index, row in enumerate(rows) if not isinstance(row, MessageCreate)]
     if unchecked:
         try:

@@ -7,10 +7,16 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+from psycopg.rows import RowMaker
 
 from app.database.errors import database_errors
+from app.database.rows import column_names, row_maker
 from app.database.validation import validated
 from app.messaging.models import MAX_EF_SEARCH, Message, MessageHit, SearchInput
+from app.messaging.queries import MESSAGE_COLUMNS
+
+_IDLE = TransactionStatus.IDLE
 
 DEFAULT_EF_SEARCH = 100
 """HNSW candidate list size for searches unless the caller asks for another (pgvector: 40)."""
@@ -29,25 +35,65 @@ SELECT pg_catalog.set_config('hnsw.ef_search', %s, true),
        pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
 """
 
+# Inside a caller's transaction the local settings would last to its end: the values they
+# replace are kept (in agentdb.* placeholders, local too) and put back right after the
+# search. An empty saved value means the setting did not exist yet: NULL resets it.
+SAVE_AND_SET_SEARCH_SETTINGS = """
+SELECT pg_catalog.set_config('agentdb.saved_ef_search', saved.ef_search, true),
+       pg_catalog.set_config('agentdb.saved_iterative_scan', saved.iterative_scan, true),
+       pg_catalog.set_config('agentdb.saved_plan_cache_mode', saved.plan_cache_mode, true),
+       pg_catalog.set_config('hnsw.ef_search', %s, true),
+       pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
+       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
+FROM (
+    SELECT COALESCE(pg_catalog.current_setting('hnsw.ef_search', true), '') AS ef_search,
+           COALESCE(pg_catalog.current_setting('hnsw.iterative_scan', true), '')
+               AS iterative_scan,
+           pg_catalog.current_setting('plan_cache_mode') AS plan_cache_mode
+) AS saved
+"""
+
+RESTORE_SEARCH_SETTINGS = """
+SELECT pg_catalog.set_config('hnsw.ef_search',
+           NULLIF(pg_catalog.current_setting('agentdb.saved_ef_search'), ''), true),
+       pg_catalog.set_config('hnsw.iterative_scan',
+           NULLIF(pg_catalog.current_setting('agentdb.saved_iterative_scan'), ''), true),
+       pg_catalog.set_config('plan_cache_mode',
+           pg_catalog.current_setting('agentdb.saved_plan_cache_mode'), true)
+"""
+
+# A hit carries its message without the embedding (6 KB a row that the caller did not ask for).
+HIT_COLUMNS = MESSAGE_COLUMNS.replace("embedding", "NULL::public.vector AS embedding")
+
 # Nearest live messages of one owner on idx_messages_embedding (a partial index: the
-# deleted_at IS NULL predicate must stay for the planner to use it).
-SEARCH_MESSAGES = """
-SELECT id, chat_id, owner_id, role, content, NULL::public.vector AS embedding, token_count,
-       metadata, created_at, updated_at, deleted_at,
+# deleted_at IS NULL predicate must stay for the planner to use it). A message of a deleted
+# chat is skipped whatever its own flag says: a primary-key probe per candidate, written as a
+# scalar subquery so that it stays a filter on the index scan (an EXISTS would be planned as
+# a join, which leads the planner away from the HNSW order); iterative scans go on until
+# `limit` rows pass.
+SEARCH_MESSAGES = (
+    "SELECT "
+    + HIT_COLUMNS
+    + """,
        1 - (embedding <=> %(embedding)s) AS similarity
 FROM messaging.messages
 WHERE owner_id = %(owner_id)s
   AND (chat_id = %(chat_id)s OR %(chat_id)s::uuid IS NULL)
   AND deleted_at IS NULL
   AND embedding IS NOT NULL
+  AND (SELECT chats.deleted_at IS NULL
+       FROM messaging.chats
+       WHERE chats.id = messages.chat_id)
 ORDER BY embedding <=> %(embedding)s
 LIMIT %(limit)s
 """
+)
 
 # Reciprocal rank fusion in one statement: the `candidates` nearest by embedding
 # (idx_messages_embedding) and the `candidates` best by full text (idx_messages_content_tsv,
 # websearch syntax, ranked by ts_rank_cd), joined on id; score = Σ 1 / (k + rank).
-HYBRID_SEARCH_MESSAGES = """
+HYBRID_SEARCH_MESSAGES = (
+    """
 WITH semantic AS (
     SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank
     FROM (
@@ -57,6 +103,9 @@ WITH semantic AS (
           AND (chat_id = %(chat_id)s OR %(chat_id)s::uuid IS NULL)
           AND deleted_at IS NULL
           AND embedding IS NOT NULL
+          AND (SELECT chats.deleted_at IS NULL
+               FROM messaging.chats
+               WHERE chats.id = messages.chat_id)
         ORDER BY embedding <=> %(embedding)s
         LIMIT %(candidates)s
     ) AS nearest
@@ -70,21 +119,30 @@ WITH semantic AS (
           AND (chat_id = %(chat_id)s OR %(chat_id)s::uuid IS NULL)
           AND deleted_at IS NULL
           AND content_tsv @@ query
+          AND (SELECT chats.deleted_at IS NULL
+               FROM messaging.chats
+               WHERE chats.id = messages.chat_id)
         ORDER BY relevance DESC
         LIMIT %(candidates)s
     ) AS matching
+), fused AS (
+    SELECT COALESCE(semantic.id, keyword.id) AS id,
+           1 - semantic.distance AS similarity,
+           COALESCE(1.0 / (%(k)s + semantic.rank), 0)
+               + COALESCE(1.0 / (%(k)s + keyword.rank), 0) AS score
+    FROM semantic
+    FULL JOIN keyword ON keyword.id = semantic.id
 )
-SELECT m.id, m.chat_id, m.owner_id, m.role, m.content, NULL::public.vector AS embedding,
-       m.token_count, m.metadata, m.created_at, m.updated_at, m.deleted_at,
-       1 - semantic.distance AS similarity,
-       COALESCE(1.0 / (%(k)s + semantic.rank), 0)
-           + COALESCE(1.0 / (%(k)s + keyword.rank), 0) AS score
-FROM semantic
-FULL JOIN keyword ON keyword.id = semantic.id
-JOIN messaging.messages AS m ON m.id = COALESCE(semantic.id, keyword.id)
-ORDER BY score DESC, m.id
+SELECT """
+    + HIT_COLUMNS
+    + """,
+       similarity, score
+FROM fused
+JOIN messaging.messages USING (id)
+ORDER BY score DESC, id
 LIMIT %(limit)s
 """
+)
 
 
 @database_errors
@@ -160,22 +218,33 @@ async def _search(
     # protocol runs everything up to a Sync as one implicit transaction, so the local settings
     # apply to this search and end with it (inside a caller's transaction: with that). No
     # BEGIN and COMMIT of our own: one round trip, two statements.
+    # Inside a transaction (the caller's, or one psycopg opens on a non-autocommit connection)
+    # the settings are put back by a third statement in the same pipeline.
     cursor = conn.cursor(row_factory=_hit_rows)
-    async with conn.pipeline():
-        await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
-        await cursor.execute(query, params, binary=True)
+    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+        async with conn.pipeline():
+            await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
+            await cursor.execute(query, params, binary=True)
+    else:
+        async with conn.pipeline():
+            await conn.execute(SAVE_AND_SET_SEARCH_SETTINGS, [str(ef_search)])
+            await cursor.execute(query, params, binary=True)
+            await conn.execute(RESTORE_SEARCH_SETTINGS)
     return await cursor.fetchall()
 
 
-def _hit_rows(cursor: Any) -> Any:
+_MESSAGE_FIELDS = len(Message.model_fields)
+
+
+def _hit_rows(cursor: Any) -> RowMaker[MessageHit]:
     """Row factory for search statements: Message columns, then similarity (and score)."""
-    names = [column.name for column in cursor.description or ()]
-    message_names = names[: len(Message.model_fields)]
-    construct = Message.model_construct
+    names = column_names(cursor)
+    make_message = row_maker(Message, names[:_MESSAGE_FIELDS])
+    extra = names[_MESSAGE_FIELDS:]
+    construct = MessageHit.model_construct
 
     def make_row(values: Sequence[Any]) -> MessageHit:
-        message = construct(**dict(zip(message_names, values, strict=False)))
-        extra = dict(zip(names[len(message_names) :], values[len(message_names) :], strict=True))
-        return MessageHit.model_construct(message=message, **extra)
+        message = make_message(values[:_MESSAGE_FIELDS])
+        return construct(message=message, **dict(zip(extra, values[_MESSAGE_FIELDS:], strict=True)))
 
     return make_row
