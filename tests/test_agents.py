@@ -46,6 +46,29 @@ async def make_due(conn: Conn, execution_id: UUID) -> None:
     )
 
 
+# The statements ---------------------------------------------------------------------------
+
+
+def test_every_statement_returning_executions_selects_the_one_column_list_of_execution() -> None:
+    from app.agents import queries
+
+    fields = list(agents.Execution.model_fields)
+    assert queries.EXECUTION_COLUMNS.replace(" ", "").split(",") == fields
+    for statement in (
+        queries.INSERT_EXECUTION,
+        queries.SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY,
+        queries.CLAIM_NEXT_EXECUTION,
+        queries.COMPLETE_EXECUTION,
+        queries.FAIL_EXECUTION,
+        queries.CANCEL_EXECUTION,
+        queries.SELECT_EXECUTION,
+        queries.SELECT_EXECUTIONS_PAGE_BY_CHAT,
+        queries.SELECT_EXECUTIONS_PAGE_BY_AGENT,
+        queries.SELECT_EXECUTIONS_PAGE,
+    ):
+        assert queries.EXECUTION_COLUMNS in statement
+
+
 # enqueue_execution ------------------------------------------------------------------------
 
 

@@ -64,6 +64,22 @@ def test_app_tasks_exports_the_models_of_tasks_models_and_the_functions_of_tasks
         assert name in tasks.__all__
 
 
+def test_every_statement_returning_todos_selects_the_one_column_list_of_todo() -> None:
+    from app.tasks import queries
+
+    assert queries.TODO_COLUMNS.replace(" ", "").split(",") == list(tasks.Todo.model_fields)
+    for statement in (
+        queries.INSERT_TODO,
+        queries.SELECT_TODO,
+        queries.SELECT_TODOS_BY_STATUS,
+        queries.SELECT_OWNER_TODOS_BY_STATUS,
+        queries.SELECT_TODOS_PAGE,
+        queries.UPDATE_TODO,
+        queries.COMPLETE_TODO,
+    ):
+        assert queries.TODO_COLUMNS in statement
+
+
 # create_todo ------------------------------------------------------------------------------
 
 

@@ -44,6 +44,35 @@ def test_app_telegram_exports_the_models_of_telegram_models_and_the_functions_of
         assert name in telegram.__all__
 
 
+def test_every_statement_returning_sessions_selects_the_one_column_list_of_telegram_session() -> (
+    None
+):
+    from app.telegram import queries
+
+    fields = list(telegram.TelegramSession.model_fields)
+    assert queries.SESSION_COLUMNS.replace(" ", "").split(",") == fields
+    for statement in (
+        queries.UPSERT_SESSION,
+        queries.SELECT_SESSION,
+        queries.LINK_CHAT,
+        queries.SELECT_ACTIVE_SESSIONS_PAGE,
+    ):
+        assert queries.SESSION_COLUMNS in statement
+
+
+def test_every_statement_finding_a_session_by_its_key_matches_the_key_one_way() -> None:
+    from app.telegram import queries
+
+    for statement in (
+        queries.SELECT_SESSION,
+        queries.DEACTIVATE_SESSION,
+        queries.LINK_CHAT,
+        queries.SELECT_STATE,
+        queries.SELECT_DATA,
+    ):
+        assert queries.WHERE_SESSION_KEY in statement
+
+
 # SessionKey -------------------------------------------------------------------------------
 
 

@@ -30,16 +30,25 @@ from app.agents.models import (
 )
 from app.database.errors import ConflictError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
-from app.database.rows import model_rows
+from app.database.rows import column_list, model_rows
 from app.database.validation import as_uuid, validated
 
 # SQL --------------------------------------------------------------------------------------
+
+EXECUTION_COLUMNS = column_list(
+    Execution,
+    "id, chat_id, message_id, todo_id, agent_name, status, priority, run_after, dedupe_key, "
+    "input, output, error, model, prompt_tokens, completion_tokens, cost_usd, attempt, "
+    "max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at, finished_at, "
+    "created_at, updated_at",
+)
 
 # The partial unique index uq_executions_agent_name_dedupe_key is the arbiter: a live
 # duplicate makes this insert nothing (the caller then reads the live row). ON CONFLICT waits
 # for a concurrent inserter of the same key to commit, so two producers never both insert.
 # The notification is sent only for a row really inserted, and delivered at commit.
-INSERT_EXECUTION = """
+INSERT_EXECUTION = (
+    """
 WITH inserted AS (
     INSERT INTO agents.executions
         (agent_name, input, chat_id, message_id, todo_id, max_attempts, priority, run_after,
@@ -49,35 +58,36 @@ WITH inserted AS (
     ON CONFLICT (agent_name, dedupe_key)
         WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
         DO NOTHING
-    RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-        dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-        attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-        finished_at, created_at, updated_at
+    RETURNING """
+    + EXECUTION_COLUMNS
+    + """
 )
 SELECT inserted.*
 FROM inserted
 CROSS JOIN LATERAL pg_notify('agentdb_executions', inserted.agent_name)
 """
+)
 
 # The live execution that made INSERT_EXECUTION insert nothing (found through
 # uq_executions_agent_name_dedupe_key). A separate statement, so it sees the row a
 # concurrent producer committed after this transaction's INSERT began.
-SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY = """
-SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-       finished_at, created_at, updated_at
+SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY = (
+    "SELECT "
+    + EXECUTION_COLUMNS
+    + """
 FROM agents.executions
 WHERE agent_name = %s
   AND dedupe_key = %s
   AND status IN ('queued', 'running')
 """
+)
 
 # The queue head in idx_executions_priority_run_after_created_at order. SKIP LOCKED: a row
 # another worker is claiming right now is passed over instead of waited for, so concurrent
 # workers each take a different row and none blocks. The agent_names filter is a plain
 # predicate on the index scan (the index, not the filter, serves the ORDER BY … LIMIT 1).
-CLAIM_NEXT_EXECUTION = """
+CLAIM_NEXT_EXECUTION = (
+    """
 UPDATE agents.executions
 SET status = 'running',
     attempt = attempt + 1,
@@ -95,16 +105,15 @@ WHERE id = (
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
-RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-    finished_at, created_at, updated_at
-"""
+RETURNING """
+    + EXECUTION_COLUMNS
+)
 
 # Transitions are conditional updates: the status test and the write are one atomic step.
 # finished_at is never before started_at, even when this transaction began before the
 # claim it waited for (now() is the transaction's start; ck_executions_started_before_finished).
-COMPLETE_EXECUTION = """
+COMPLETE_EXECUTION = (
+    """
 UPDATE agents.executions
 SET status = 'succeeded',
     output = %(output)s,
@@ -115,16 +124,15 @@ SET status = 'succeeded',
     finished_at = GREATEST(now(), started_at)
 WHERE id = %(execution_id)s
   AND status = 'running'
-RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-    finished_at, created_at, updated_at
-"""
+RETURNING """
+    + EXECUTION_COLUMNS
+)
 
 # Requeued while attempts remain, after retry_in or else an exponential backoff with jitter:
 # 2^attempt seconds (the exponent capped so power() cannot overflow, the delay at an hour),
 # times a random factor in [0.5, 1) so runs that failed together do not retry together.
-FAIL_EXECUTION = """
+FAIL_EXECUTION = (
+    """
 UPDATE agents.executions
 SET status = CASE WHEN %(retry)s AND attempt < max_attempts THEN 'queued' ELSE 'failed' END,
     error = %(error)s,
@@ -141,26 +149,23 @@ SET status = CASE WHEN %(retry)s AND attempt < max_attempts THEN 'queued' ELSE '
     END
 WHERE id = %(execution_id)s
   AND status = 'running'
-RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-    finished_at, created_at, updated_at
-"""
+RETURNING """
+    + EXECUTION_COLUMNS
+)
 
 # SET reads the row as it was: a running execution keeps is_cancel_requested = true so its
 # worker learns on its next heartbeat that it should stop.
-CANCEL_EXECUTION = """
+CANCEL_EXECUTION = (
+    """
 UPDATE agents.executions
 SET status = 'cancelled',
     is_cancel_requested = is_cancel_requested OR status = 'running',
     finished_at = GREATEST(now(), started_at)
 WHERE id = %s
   AND status IN ('queued', 'running')
-RETURNING id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-    dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-    attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-    finished_at, created_at, updated_at
-"""
+RETURNING """
+    + EXECUTION_COLUMNS
+)
 
 # After a conditional update matched nothing: tells a missing row from one in another state.
 SELECT_EXECUTION_STATUS = """
@@ -169,25 +174,24 @@ FROM agents.executions
 WHERE id = %s
 """
 
-SELECT_EXECUTION = """
-SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-       finished_at, created_at, updated_at
+SELECT_EXECUTION = (
+    "SELECT "
+    + EXECUTION_COLUMNS
+    + """
 FROM agents.executions
 WHERE id = %s
 """
+)
 
 # Three keyset pages, newest first, one per leading filter, so that even a generic plan of a
 # prepared statement walks the right index: chat_id → idx_executions_chat_id_created_at,
 # agent_name → idx_executions_agent_name_created_at, neither → idx_executions_created_at.
 # The filters that do not pick the index are plain predicates on the rows it returns. The
 # cursor is the last row's (created_at, id); the first page starts at ('infinity', max uuid).
-SELECT_EXECUTIONS_PAGE_BY_CHAT = """
-SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-       finished_at, created_at, updated_at
+SELECT_EXECUTIONS_PAGE_BY_CHAT = (
+    "SELECT "
+    + EXECUTION_COLUMNS
+    + """
 FROM agents.executions
 WHERE chat_id = %(chat_id)s
   AND (%(agent_name)s::varchar IS NULL OR agent_name = %(agent_name)s)
@@ -196,12 +200,12 @@ WHERE chat_id = %(chat_id)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
-SELECT_EXECUTIONS_PAGE_BY_AGENT = """
-SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-       finished_at, created_at, updated_at
+SELECT_EXECUTIONS_PAGE_BY_AGENT = (
+    "SELECT "
+    + EXECUTION_COLUMNS
+    + """
 FROM agents.executions
 WHERE agent_name = %(agent_name)s
   AND (%(status)s::varchar IS NULL OR status = %(status)s)
@@ -209,18 +213,19 @@ WHERE agent_name = %(agent_name)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
-SELECT_EXECUTIONS_PAGE = """
-SELECT id, chat_id, message_id, todo_id, agent_name, status, priority, run_after,
-       dedupe_key, input, output, error, model, prompt_tokens, completion_tokens, cost_usd,
-       attempt, max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at,
-       finished_at, created_at, updated_at
+SELECT_EXECUTIONS_PAGE = (
+    "SELECT "
+    + EXECUTION_COLUMNS
+    + """
 FROM agents.executions
 WHERE (%(status)s::varchar IS NULL OR status = %(status)s)
   AND (created_at, id) < (%(before_created_at)s, %(before_id)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
 # Scans the partial index idx_executions_heartbeat_at, which holds running rows only and so
 # stays as small as the number of runs in flight. started_at stands in for a heartbeat never
@@ -242,7 +247,7 @@ WHERE status = 'running'
 # One pass over the selected rows. With an agent_name the range scan is on
 # idx_executions_agent_name_created_at; without, on idx_executions_created_at (or a
 # sequential scan when `since` selects most of the table). `since` defaults to '-infinity'.
-EXECUTION_STATS = """
+EXECUTION_STATS_FROM = """
 SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
        count(*) FILTER (WHERE status = 'running') AS running,
        count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
@@ -256,26 +261,16 @@ SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
        COALESCE(sum(completion_tokens), 0) AS completion_tokens,
        COALESCE(sum(cost_usd), 0) AS cost_usd
 FROM agents.executions
-WHERE created_at >= %(since)s
 """
 
-EXECUTION_STATS_FOR_AGENT = """
-SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-       count(*) FILTER (WHERE status = 'running') AS running,
-       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY finished_at - started_at)
-           FILTER (WHERE status IN ('succeeded', 'failed')) AS p50_duration,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY finished_at - started_at)
-           FILTER (WHERE status IN ('succeeded', 'failed')) AS p95_duration,
-       COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
-       COALESCE(sum(completion_tokens), 0) AS completion_tokens,
-       COALESCE(sum(cost_usd), 0) AS cost_usd
-FROM agents.executions
-WHERE agent_name = %(agent_name)s
+EXECUTION_STATS = EXECUTION_STATS_FROM + "WHERE created_at >= %(since)s\n"
+
+EXECUTION_STATS_FOR_AGENT = (
+    EXECUTION_STATS_FROM
+    + """WHERE agent_name = %(agent_name)s
   AND created_at >= %(since)s
 """
+)
 
 ALL_TIME = "-infinity"
 

@@ -23,7 +23,7 @@ from app.database.pagination import (
     encode_cursor,
     page_of,
 )
-from app.database.rows import model_rows, returned
+from app.database.rows import column_list, model_rows, returned
 from app.database.validation import as_uuid, validated
 from app.tasks.models import (
     TODO_STATUSES,
@@ -37,21 +37,30 @@ from app.tasks.models import (
 
 # SQL --------------------------------------------------------------------------------------
 
-INSERT_TODO = """
+TODO_COLUMNS = column_list(
+    Todo,
+    "id, owner_id, chat_id, title, description, status, priority, due_at, completed_at, "
+    "metadata, created_at, updated_at, deleted_at",
+)
+
+INSERT_TODO = (
+    """
 INSERT INTO tasks.todos (owner_id, chat_id, title, description, priority, due_at, metadata)
 VALUES (%(owner_id)s, %(chat_id)s, %(title)s, %(description)s, %(priority)s, %(due_at)s,
         %(metadata)s)
-RETURNING id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-          metadata, created_at, updated_at, deleted_at
-"""
+RETURNING """
+    + TODO_COLUMNS
+)
 
-SELECT_TODO = """
-SELECT id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-       metadata, created_at, updated_at, deleted_at
+SELECT_TODO = (
+    "SELECT "
+    + TODO_COLUMNS
+    + """
 FROM tasks.todos
 WHERE id = %s
   AND deleted_at IS NULL
 """
+)
 
 SOFT_DELETE_TODO = """
 UPDATE tasks.todos
@@ -63,21 +72,24 @@ RETURNING id
 
 # On idx_todos_status_created_at: one status across every owner, newest first (id breaks
 # ties between todos created in one transaction).
-SELECT_TODOS_BY_STATUS = """
-SELECT id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-       metadata, created_at, updated_at, deleted_at
+SELECT_TODOS_BY_STATUS = (
+    "SELECT "
+    + TODO_COLUMNS
+    + """
 FROM tasks.todos
 WHERE status = %(status)s
   AND deleted_at IS NULL
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
 # The same for one owner, on idx_todos_owner_id_status_created_at. A separate statement
 # rather than "owner_id IS NULL OR …", which a generic plan could not serve from either index.
-SELECT_OWNER_TODOS_BY_STATUS = """
-SELECT id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-       metadata, created_at, updated_at, deleted_at
+SELECT_OWNER_TODOS_BY_STATUS = (
+    "SELECT "
+    + TODO_COLUMNS
+    + """
 FROM tasks.todos
 WHERE owner_id = %(owner_id)s
   AND status = %(status)s
@@ -85,14 +97,16 @@ WHERE owner_id = %(owner_id)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
 # Keyset page on idx_todos_owner_id_priority_due_at: the row comparison and the ORDER BY use
 # its exact expression COALESCE(due_at, 'infinity'), which also puts undated todos last. The
 # cursor is the last row's key; the first page starts below every key (priority 0). The
 # filters are casts of NULL-able parameters, so one statement serves every combination.
-SELECT_TODOS_PAGE = """
-SELECT id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-       metadata, created_at, updated_at, deleted_at
+SELECT_TODOS_PAGE = (
+    "SELECT "
+    + TODO_COLUMNS
+    + """
 FROM tasks.todos
 WHERE owner_id = %(owner_id)s
   AND deleted_at IS NULL
@@ -103,12 +117,14 @@ WHERE owner_id = %(owner_id)s
 ORDER BY priority, COALESCE(due_at, 'infinity'::timestamptz), id
 LIMIT %(limit)s
 """
+)
 
 # One statement for any combination of fields: a flag per field says whether to set it, so
 # None can clear a nullable column while an omitted field keeps its value. completed_at
 # follows status (ck_todos_completed_at_iff_done): entering done stamps it, staying done
 # keeps the old stamp (the right-hand side reads the old row), leaving done clears it.
-UPDATE_TODO = """
+UPDATE_TODO = (
+    """
 UPDATE tasks.todos
 SET title = CASE WHEN %(set_title)s THEN %(title)s ELSE title END,
     description = CASE WHEN %(set_description)s THEN %(description)s ELSE description END,
@@ -124,23 +140,24 @@ SET title = CASE WHEN %(set_title)s THEN %(title)s ELSE title END,
     END
 WHERE id = %(todo_id)s
   AND deleted_at IS NULL
-RETURNING id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-          metadata, created_at, updated_at, deleted_at
-"""
+RETURNING """
+    + TODO_COLUMNS
+)
 
 # Only an open todo changes: the row lock taken by UPDATE makes a concurrent cancel and
 # complete serialize, and a todo that is already done is not rewritten (its updated_at and
 # completed_at stay as they were).
-COMPLETE_TODO = """
+COMPLETE_TODO = (
+    """
 UPDATE tasks.todos
 SET status = 'done',
     completed_at = now()
 WHERE id = %s
   AND deleted_at IS NULL
   AND status IN ('pending', 'in_progress')
-RETURNING id, owner_id, chat_id, title, description, status, priority, due_at, completed_at,
-          metadata, created_at, updated_at, deleted_at
-"""
+RETURNING """
+    + TODO_COLUMNS
+)
 
 # On idx_todos_owner_id_status_created_at: owner_id leads it and it is partial on live rows.
 COUNT_TODOS_BY_STATUS = """

@@ -23,7 +23,7 @@ from app.database.errors import (
     database_errors,
 )
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
-from app.database.rows import model_rows, returned
+from app.database.rows import column_list, model_rows, returned
 from app.database.validation import as_uuid, validated
 from app.telegram.models import (
     BotInput,
@@ -43,9 +43,27 @@ from app.telegram.models import (
 # Writes that may create the row are INSERT … ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key:
 # one statement, no read-then-write race between two updates of a new user.
 
+SESSION_COLUMNS = column_list(
+    TelegramSession,
+    "id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, "
+    "destiny, chat_id, username, language_code, state, data, is_active, last_seen_at, "
+    "created_at, updated_at",
+)
+
+# The one session of a key, as every statement that reads or changes a session finds it.
+WHERE_SESSION_KEY = """
+WHERE bot_id = %(bot_id)s
+  AND telegram_chat_id = %(telegram_chat_id)s
+  AND telegram_user_id = %(telegram_user_id)s
+  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
+  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
+  AND destiny = %(destiny)s
+"""
+
 # None keeps what is stored: Telegram omits a username the bot cannot see; last_seen_at and
 # is_active say that the user is back.
-UPSERT_SESSION = """
+UPSERT_SESSION = (
+    """
 INSERT INTO telegram.sessions
     (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
      username, language_code)
@@ -56,36 +74,20 @@ SET username = COALESCE(EXCLUDED.username, sessions.username),
     language_code = COALESCE(EXCLUDED.language_code, sessions.language_code),
     is_active = true,
     last_seen_at = now()
-RETURNING id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
-          destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
-          created_at, updated_at
-"""
+RETURNING """
+    + SESSION_COLUMNS
+)
 
 # Inactive sessions are returned too (is_active = false): the row and its FSM data are kept.
-SELECT_SESSION = """
-SELECT id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
-       destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
-       created_at, updated_at
-FROM telegram.sessions
-WHERE bot_id = %(bot_id)s
-  AND telegram_chat_id = %(telegram_chat_id)s
-  AND telegram_user_id = %(telegram_user_id)s
-  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
-  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
-  AND destiny = %(destiny)s
-"""
+SELECT_SESSION = "SELECT " + SESSION_COLUMNS + "\nFROM telegram.sessions" + WHERE_SESSION_KEY
 
-DEACTIVATE_SESSION = """
+DEACTIVATE_SESSION = (
+    """
 UPDATE telegram.sessions
-SET is_active = false
-WHERE bot_id = %(bot_id)s
-  AND telegram_chat_id = %(telegram_chat_id)s
-  AND telegram_user_id = %(telegram_user_id)s
-  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
-  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
-  AND destiny = %(destiny)s
-RETURNING id
-"""
+SET is_active = false"""
+    + WHERE_SESSION_KEY
+    + "RETURNING id\n"
+)
 
 # fk_sessions_chats only knows that the row exists; a soft-deleted chat is gone to callers
 # (get_chat returns None), so it must not be linked either.
@@ -96,19 +98,14 @@ WHERE id = %s
   AND deleted_at IS NULL
 """
 
-LINK_CHAT = """
+LINK_CHAT = (
+    """
 UPDATE telegram.sessions
-SET chat_id = %(chat_id)s
-WHERE bot_id = %(bot_id)s
-  AND telegram_chat_id = %(telegram_chat_id)s
-  AND telegram_user_id = %(telegram_user_id)s
-  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
-  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
-  AND destiny = %(destiny)s
-RETURNING id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
-          destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
-          created_at, updated_at
-"""
+SET chat_id = %(chat_id)s"""
+    + WHERE_SESSION_KEY
+    + "RETURNING "
+    + SESSION_COLUMNS
+)
 
 # aiogram sets a state for users it has never stored: the row is created on the way.
 UPSERT_STATE = """
@@ -121,16 +118,7 @@ ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
 SET state = EXCLUDED.state
 """
 
-SELECT_STATE = """
-SELECT state
-FROM telegram.sessions
-WHERE bot_id = %(bot_id)s
-  AND telegram_chat_id = %(telegram_chat_id)s
-  AND telegram_user_id = %(telegram_user_id)s
-  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
-  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
-  AND destiny = %(destiny)s
-"""
+SELECT_STATE = "SELECT state\nFROM telegram.sessions" + WHERE_SESSION_KEY
 
 UPSERT_DATA = """
 INSERT INTO telegram.sessions
@@ -142,16 +130,7 @@ ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
 SET data = EXCLUDED.data
 """
 
-SELECT_DATA = """
-SELECT data
-FROM telegram.sessions
-WHERE bot_id = %(bot_id)s
-  AND telegram_chat_id = %(telegram_chat_id)s
-  AND telegram_user_id = %(telegram_user_id)s
-  AND thread_id IS NOT DISTINCT FROM %(thread_id)s
-  AND business_connection_id IS NOT DISTINCT FROM %(business_connection_id)s
-  AND destiny = %(destiny)s
-"""
+SELECT_DATA = "SELECT data\nFROM telegram.sessions" + WHERE_SESSION_KEY
 
 # The merge happens in the row lock ON CONFLICT DO UPDATE takes, on the newest committed
 # data: concurrent patches of one session all land (jsonb || is aiogram's shallow
@@ -170,10 +149,10 @@ RETURNING data
 # Keyset page on the partial index idx_sessions_bot_id_last_seen_at (WHERE is_active): the
 # cursor is the last row's (last_seen_at, id); the first page starts from ('infinity', the
 # largest uuid).
-SELECT_ACTIVE_SESSIONS_PAGE = """
-SELECT id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id,
-       destiny, chat_id, username, language_code, state, data, is_active, last_seen_at,
-       created_at, updated_at
+SELECT_ACTIVE_SESSIONS_PAGE = (
+    "SELECT "
+    + SESSION_COLUMNS
+    + """
 FROM telegram.sessions
 WHERE bot_id = %(bot_id)s
   AND is_active
@@ -181,6 +160,7 @@ WHERE bot_id = %(bot_id)s
 ORDER BY last_seen_at DESC, id DESC
 LIMIT %(limit)s
 """
+)
 
 
 SESSION_ROW = model_rows(TelegramSession)
