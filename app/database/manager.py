@@ -207,11 +207,8 @@ def _has_input(conn: Connection) -> bool:
 
 def connect_reason(error: psycopg.Error) -> str:
     """The server's (or the network's) reason in a connection error, in one line: libpq
-    prefixes it with the address it tried, which the caller names already."""
+    wraps it in the address it tried (which the caller names already) and a hint line."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(error).__name__
-    for marker in ("FATAL:", "failed:"):
-        if marker in reason:
-            reason = reason.rsplit(marker, 1)[1].strip()
-            break
-    return reason
+    attempts = [line for line in lines if "failed:" in line]
+    reason = attempts[-1].rsplit("failed:", 1)[1] if attempts else (lines or [""])[0]
+    return reason.strip().removeprefix("FATAL:").strip() or type(error).__name__
