@@ -23,6 +23,9 @@ from app.database import (
 
 Conn = psycopg.AsyncConnection[Any]
 
+UUID_AS_BYTES = UUID(int=1).bytes
+"""The 16 bytes of a UUID: never taken for one (bytes are no text of a UUID)."""
+
 
 async def count_executions(conn: Conn) -> int:
     cursor = await conn.execute("SELECT count(*) FROM agents.executions")
@@ -141,6 +144,40 @@ async def test_enqueue_execution_refuses_invalid_input_and_writes_nothing(
     with pytest.raises(InvalidInputError) as raised:
         await agents.enqueue_execution(conn, **{"agent_name": "summarizer", **arguments})
     assert str(raised.value).startswith(field)
+    assert await count_executions(conn) == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"max_attempts": True}, "max_attempts"),
+        ({"max_attempts": 3.0}, "max_attempts"),
+        ({"priority": True}, "priority"),
+        ({"priority": "5"}, "priority"),
+        ({"run_after": 1_900_000_000}, "run_after"),
+        ({"run_after": "2030-01-01T00:00:00+00:00"}, "run_after"),
+        ({"chat_id": UUID_AS_BYTES}, "chat_id"),
+        ({"message_id": UUID_AS_BYTES}, "message_id"),
+        ({"todo_id": UUID_AS_BYTES}, "todo_id"),
+    ],
+    ids=repr,
+)
+async def test_enqueue_execution_refuses_a_value_of_the_wrong_type_even_if_it_could_be_converted(
+    conn: Conn, arguments: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=f"^{field}") as raised:
+        await agents.enqueue_execution(conn, agent_name="summarizer", **arguments)
+    assert raised.value.field == field
+    assert await count_executions(conn) == 0
+
+
+@pytest.mark.parametrize("given", [[], 0, "", False], ids=repr)
+async def test_enqueue_execution_refuses_a_falsy_input_that_is_not_an_object(
+    conn: Conn, given: Any
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^input") as raised:
+        await agents.enqueue_execution(conn, agent_name="summarizer", input=given)
+    assert raised.value.field == "input"
     assert await count_executions(conn) == 0
 
 
@@ -286,6 +323,16 @@ async def test_claim_next_execution_refuses_invalid_input_and_claims_nothing(
     assert await agents.get_execution(conn, queued.id) == queued
 
 
+@pytest.mark.parametrize("agent_names", ["summarizer", b"summarizer", 3, {"summarizer": 1}])
+async def test_claim_next_execution_refuses_agent_names_that_are_not_a_sequence_of_names(
+    conn: Conn, agent_names: Any
+) -> None:
+    queued = await agents.enqueue_execution(conn, agent_name="summarizer")
+    with pytest.raises(InvalidInputError, match=r"^agent_names"):
+        await agents.claim_next_execution(conn, worker_id="w1", agent_names=agent_names)
+    assert await agents.get_execution(conn, queued.id) == queued
+
+
 async def test_concurrent_workers_drain_the_queue_claiming_each_execution_exactly_once(
     db: DatabaseManager,
 ) -> None:
@@ -383,6 +430,27 @@ async def test_complete_execution_refuses_invalid_input_and_leaves_it_running(
     assert await agents.get_execution(conn, execution.id) == execution
 
 
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"prompt_tokens": True}, "prompt_tokens"),
+        ({"prompt_tokens": 12.0}, "prompt_tokens"),
+        ({"completion_tokens": "3"}, "completion_tokens"),
+        ({"completion_tokens": 2**31}, "completion_tokens"),
+        ({"cost_usd": True}, "cost_usd"),
+    ],
+    ids=repr,
+)
+async def test_complete_execution_refuses_a_count_that_is_not_an_int32_and_leaves_it_running(
+    conn: Conn, arguments: dict[str, Any], field: str
+) -> None:
+    execution = await running(conn)
+    with pytest.raises(InvalidInputError, match=f"^{field}") as raised:
+        await agents.complete_execution(conn, execution.id, **arguments)
+    assert raised.value.field == field
+    assert await agents.get_execution(conn, execution.id) == execution
+
+
 # fail_execution ---------------------------------------------------------------------------
 
 
@@ -470,6 +538,29 @@ async def test_fail_execution_refuses_invalid_input_and_leaves_it_running(
     with pytest.raises(InvalidInputError) as raised:
         await agents.fail_execution(conn, execution.id, **arguments)
     assert str(raised.value).startswith(field)
+    assert await agents.get_execution(conn, execution.id) == execution
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"retry": 1}, "retry"),
+        ({"retry": "no"}, "retry"),
+        ({"retry": None}, "retry"),
+        ({"retry_in": 30}, "retry_in"),
+        ({"retry_in": 1.5}, "retry_in"),
+        ({"retry_in": "PT5M"}, "retry_in"),
+        ({"retry_in": timedelta(days=10**6)}, "retry_in"),
+    ],
+    ids=repr,
+)
+async def test_fail_execution_refuses_a_retry_that_is_not_a_bool_or_a_retry_in_not_a_timedelta(
+    conn: Conn, arguments: dict[str, Any], field: str
+) -> None:
+    execution = await running(conn)
+    with pytest.raises(InvalidInputError, match=f"^{field}") as raised:
+        await agents.fail_execution(conn, execution.id, error="boom", **arguments)
+    assert raised.value.field == field
     assert await agents.get_execution(conn, execution.id) == execution
 
 
@@ -638,7 +729,9 @@ async def test_list_executions_applies_every_filter_given(conn: Conn) -> None:
         ({"status": "done"}, "status"),
         ({"agent_name": ""}, "agent_name"),
         ({"chat_id": "x"}, "chat_id"),
+        ({"chat_id": UUID_AS_BYTES}, "chat_id"),
         ({"limit": 0}, "limit"),
+        ({"limit": True}, "limit"),
         ({"cursor": "garbage"}, "cursor"),
     ],
 )
@@ -720,6 +813,16 @@ async def test_requeue_stale_executions_leaves_fresh_and_queued_runs_alone(conn:
     assert await agents.requeue_stale_executions(conn, older_than=timedelta(hours=1)) == 0
     assert await agents.get_execution(conn, fresh.id) == fresh
     assert await agents.get_execution(conn, queued.id) == queued
+
+
+@pytest.mark.parametrize("older_than", [60, 60.0, "PT1M", timedelta(days=10**6)], ids=repr)
+async def test_requeue_stale_executions_refuses_an_age_that_is_not_a_bounded_timedelta(
+    conn: Conn, older_than: Any
+) -> None:
+    execution = await running(conn)
+    with pytest.raises(InvalidInputError, match=r"^older_than"):
+        await agents.requeue_stale_executions(conn, older_than=older_than)
+    assert await agents.get_execution(conn, execution.id) == execution
 
 
 @pytest.mark.parametrize("older_than", [timedelta(0), timedelta(seconds=-5)])
@@ -807,7 +910,12 @@ async def test_execution_stats_counts_only_executions_created_since(conn: Conn) 
 
 @pytest.mark.parametrize(
     ("arguments", "field"),
-    [({"agent_name": ""}, "agent_name"), ({"since": datetime(2024, 1, 1)}, "since")],
+    [
+        ({"agent_name": ""}, "agent_name"),
+        ({"since": datetime(2024, 1, 1)}, "since"),
+        ({"since": 1_700_000_000}, "since"),
+        ({"since": "2024-01-01T00:00:00+00:00"}, "since"),
+    ],
 )
 async def test_execution_stats_refuses_invalid_arguments(
     conn: Conn, arguments: dict[str, Any], field: str

@@ -24,6 +24,9 @@ Conn = psycopg.AsyncConnection[Any]
 
 DUE = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
+UUID_AS_BYTES = UUID(int=1).bytes
+"""The 16 bytes of a UUID: never taken for one (bytes are no text of a UUID)."""
+
 
 async def _todo(conn: Conn, owner_id: UUID, title: str = "Buy milk", **fields: Any) -> tasks.Todo:
     return await tasks.create_todo(conn, owner_id=owner_id, title=title, **fields)
@@ -152,6 +155,38 @@ async def test_create_todo_refuses_invalid_input_naming_the_field_and_writes_not
     with pytest.raises(InvalidInputError) as raised:
         await tasks.create_todo(conn, **arguments)
     assert str(raised.value).startswith(field)
+    assert await _row_count(conn) == 0
+
+
+@pytest.mark.parametrize("metadata", [[], 0, "", False], ids=repr)
+async def test_create_todo_refuses_a_falsy_metadata_that_is_not_an_object_instead_of_storing_one(
+    conn: Conn, metadata: Any
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^metadata") as raised:
+        await _todo(conn, uuid4(), metadata=metadata)
+    assert raised.value.field == "metadata"
+    assert await _row_count(conn) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("owner_id", UUID_AS_BYTES),
+        ("chat_id", UUID_AS_BYTES),
+        ("due_at", 1_900_000_000),
+        ("due_at", "2030-01-01T12:00:00+00:00"),
+        ("priority", 2.0),
+        ("priority", "2"),
+    ],
+    ids=repr,
+)
+async def test_create_todo_refuses_a_value_of_the_wrong_type_even_if_it_could_be_converted(
+    conn: Conn, field: str, value: Any
+) -> None:
+    arguments: dict[str, Any] = {"owner_id": uuid4(), "title": "Buy milk", field: value}
+    with pytest.raises(InvalidInputError, match=f"^{field}") as raised:
+        await tasks.create_todo(conn, **arguments)
+    assert raised.value.field == field
     assert await _row_count(conn) == 0
 
 
@@ -317,12 +352,17 @@ async def test_get_todos_by_status_returns_at_most_limit_todos(conn: Conn) -> No
     assert [todo.id for todo in todos] == [created[2].id, created[1].id]
 
 
+async def test_get_todos_by_status_refuses_an_owner_id_given_as_bytes(conn: Conn) -> None:
+    with pytest.raises(InvalidInputError, match=r"^owner_id"):
+        await tasks.get_todos_by_status(conn, "pending", owner_id=UUID_AS_BYTES)  # type: ignore[arg-type]
+
+
 async def test_get_todos_by_status_refuses_an_unknown_status(conn: Conn) -> None:
     with pytest.raises(InvalidInputError, match=r"^status"):
         await tasks.get_todos_by_status(conn, "finished")
 
 
-@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
+@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1, True])
 async def test_get_todos_by_status_refuses_a_limit_outside_the_page_size_range(
     conn: Conn, limit: int
 ) -> None:
@@ -445,7 +485,7 @@ async def test_list_todos_with_an_empty_statuses_list_returns_nothing(conn: Conn
     assert page.next_cursor is None
 
 
-@pytest.mark.parametrize("statuses", [["pending", "finished"], "pending"])
+@pytest.mark.parametrize("statuses", [["pending", "finished"], "pending", b"pending", 3])
 async def test_list_todos_refuses_statuses_that_are_not_a_list_of_known_statuses(
     conn: Conn, statuses: Any
 ) -> None:
@@ -463,6 +503,19 @@ async def test_list_todos_due_before_keeps_todos_due_strictly_before_and_drops_u
     await _todo(conn, owner_id)
     page = await tasks.list_todos(conn, owner_id=owner_id, due_before=DUE)
     assert [todo.id for todo in page.items] == [early.id]
+
+
+@pytest.mark.parametrize("due_before", [1_900_000_000, "2030-01-01T00:00:00+00:00"], ids=repr)
+async def test_list_todos_refuses_a_due_before_that_is_not_a_datetime(
+    conn: Conn, due_before: Any
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^due_before"):
+        await tasks.list_todos(conn, owner_id=uuid4(), due_before=due_before)
+
+
+async def test_list_todos_refuses_an_owner_id_given_as_bytes(conn: Conn) -> None:
+    with pytest.raises(InvalidInputError, match=r"^owner_id"):
+        await tasks.list_todos(conn, owner_id=UUID_AS_BYTES)  # type: ignore[arg-type]
 
 
 async def test_list_todos_refuses_a_naive_due_before(conn: Conn) -> None:
@@ -487,7 +540,7 @@ async def test_list_todos_refuses_a_cursor_of_another_owners_list(conn: Conn) ->
     assert raised.value.field == "cursor"
 
 
-@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1])
+@pytest.mark.parametrize("limit", [0, MAX_PAGE_SIZE + 1, True])
 async def test_list_todos_refuses_a_limit_outside_the_page_size_range(
     conn: Conn, limit: int
 ) -> None:
@@ -577,6 +630,29 @@ async def test_update_todo_refuses_invalid_values_naming_the_field_and_writes_no
     with pytest.raises(InvalidInputError) as raised:
         await tasks.update_todo(conn, todo.id, {"title": "fine", **updates})
     assert str(raised.value).startswith(field)
+    assert await tasks.get_todo(conn, todo.id) == todo
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("chat_id", UUID_AS_BYTES),
+        ("due_at", 1_900_000_000),
+        ("due_at", "2030-01-01T12:00:00+00:00"),
+        ("priority", True),
+        ("priority", 1.0),
+        ("metadata", []),
+        ("metadata", False),
+    ],
+    ids=repr,
+)
+async def test_update_todo_refuses_a_value_of_the_wrong_type_even_if_it_could_be_converted(
+    conn: Conn, field: str, value: Any
+) -> None:
+    todo = await _todo(conn, uuid4())
+    with pytest.raises(InvalidInputError, match=f"^{field}") as raised:
+        await tasks.update_todo(conn, todo.id, {field: value})
+    assert raised.value.field == field
     assert await tasks.get_todo(conn, todo.id) == todo
 
 

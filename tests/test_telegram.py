@@ -399,6 +399,16 @@ async def test_set_data_rejects_what_jsonb_cannot_hold_and_writes_nothing(
     assert await count_sessions(conn) == 0
 
 
+@pytest.mark.parametrize("data", [[], 0, "", False, None], ids=repr)
+async def test_set_data_refuses_a_falsy_value_that_is_not_an_object_instead_of_storing_one(
+    conn: Conn, data: Any
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^data") as error:
+        await telegram.set_data(conn, KEY, data)
+    assert error.value.field == "data"
+    assert await count_sessions(conn) == 0
+
+
 # update_data ------------------------------------------------------------------------------
 
 
@@ -435,6 +445,17 @@ async def test_update_data_rejects_what_jsonb_cannot_hold_and_writes_nothing(
     with pytest.raises(InvalidInputError, match=r"^patch"):
         await telegram.update_data(conn, KEY, patch)
     assert await count_sessions(conn) == 0
+
+
+@pytest.mark.parametrize("patch", [[], 0, "", False, None], ids=repr)
+async def test_update_data_refuses_a_falsy_patch_that_is_not_an_object_instead_of_merging_one(
+    conn: Conn, patch: Any
+) -> None:
+    await telegram.set_data(conn, KEY, {"a": 1})
+    with pytest.raises(InvalidInputError, match=r"^patch") as error:
+        await telegram.update_data(conn, KEY, patch)
+    assert error.value.field == "patch"
+    assert await telegram.get_data(conn, KEY) == {"a": 1}
 
 
 async def test_concurrent_update_data_on_one_session_loses_no_key(db: DatabaseManager) -> None:
@@ -513,6 +534,7 @@ async def test_list_active_sessions_page_of_exactly_limit_rows_has_no_next_curso
     ("arguments", "field"),
     [
         ({"bot_id": "1"}, "bot_id"),
+        ({"bot_id": True}, "bot_id"),
         ({"bot_id": 2**63}, "bot_id"),
         ({"bot_id": BOT, "limit": 0}, "limit"),
         ({"bot_id": BOT, "limit": 1001}, "limit"),

@@ -7,9 +7,21 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from app.database.validation import InputModel, JsonObject, JsonValue, Name, NonBlankText
+from app.database.validation import (
+    Count32,
+    Duration,
+    Flag,
+    InputModel,
+    Int32,
+    JsonObject,
+    JsonValue,
+    Name,
+    NonBlankText,
+    Timestamp,
+    Uuid,
+)
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
@@ -17,9 +29,6 @@ EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
 NOTIFY_CHANNEL = "agentdb_executions"
 """The channel every enqueue notifies (payload: the agent_name); workers LISTEN on it."""
 
-INT32_MAX = 2**31 - 1
-Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
-TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Cost = Annotated[Decimal, Field(ge=0, lt=1_000_000, allow_inf_nan=False)]
 """US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth."""
 
@@ -84,12 +93,12 @@ class ExecutionStats(BaseModel):
 class ExecutionCreate(InputModel):
     agent_name: Name
     input: JsonObject = Field(default_factory=dict)
-    chat_id: UUID | None = None
-    message_id: UUID | None = None
-    todo_id: UUID | None = None
-    max_attempts: Annotated[int, Field(ge=1, le=INT32_MAX)] = 3
+    chat_id: Uuid | None = None
+    message_id: Uuid | None = None
+    todo_id: Uuid | None = None
+    max_attempts: Annotated[Count32, Field(ge=1)] = 3
     priority: Int32 = 0
-    run_after: AwareDatetime | None = None
+    run_after: Timestamp | None = None
     dedupe_key: Name | None = None
 
 
@@ -101,27 +110,27 @@ class ClaimInput(InputModel):
 class CompletionInput(InputModel):
     output: JsonValue | None = None
     model: Name | None = None
-    prompt_tokens: TokenCount | None = None
-    completion_tokens: TokenCount | None = None
+    prompt_tokens: Count32 | None = None
+    completion_tokens: Count32 | None = None
     cost_usd: Cost | None = None
 
 
 class FailureInput(InputModel):
     error: ErrorText
-    retry: bool = True
-    retry_in: Annotated[timedelta, Field(ge=timedelta(0))] | None = None
+    retry: Flag = True
+    retry_in: Annotated[Duration, Field(ge=timedelta(0))] | None = None
 
 
 class ListFilterInput(InputModel):
-    chat_id: UUID | None = None
+    chat_id: Uuid | None = None
     agent_name: Name | None = None
     status: ExecutionStatus | None = None
 
 
 class StaleCheckInput(InputModel):
-    older_than: Annotated[timedelta, Field(gt=timedelta(0))]
+    older_than: Annotated[Duration, Field(gt=timedelta(0))]
 
 
 class StatsFilterInput(InputModel):
     agent_name: Name | None = None
-    since: AwareDatetime | None = None
+    since: Timestamp | None = None

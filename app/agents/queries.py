@@ -302,7 +302,7 @@ async def enqueue_execution(
     data = validated(
         ExecutionCreate,
         agent_name=agent_name,
-        input=input if input is not None else {},
+        input={} if input is None else input,
         chat_id=chat_id,
         message_id=message_id,
         todo_id=todo_id,

@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from app.database.validation import InputModel, JsonObject, Text, Title
+from app.database.validation import InputModel, Int32, JsonObject, Text, Timestamp, Title, Uuid
 
 TodoStatus = Literal["pending", "in_progress", "done", "cancelled"]
 
@@ -26,8 +26,8 @@ UPDATABLE_FIELDS: tuple[str, ...] = (
 )
 """The fields `update_todo` accepts; anything else is an InvalidInputError."""
 
-Priority = Annotated[int, Field(strict=True, ge=1, le=5)]
-"""1 (most urgent) to 5 (least urgent); strict, so True or "3" are refused."""
+Priority = Annotated[Int32, Field(ge=1, le=5)]
+"""1 (most urgent) to 5 (least urgent); an int, so True, 3.0 or "3" are refused."""
 
 
 # Row models -------------------------------------------------------------------------------
@@ -55,12 +55,12 @@ class Todo(BaseModel):
 
 
 class TodoCreate(InputModel):
-    owner_id: UUID
+    owner_id: Uuid
     title: Title
     description: Text | None = None
-    chat_id: UUID | None = None
+    chat_id: Uuid | None = None
     priority: Priority = 3
-    due_at: AwareDatetime | None = None
+    due_at: Timestamp | None = None
     metadata: JsonObject = Field(default_factory=dict)
 
 
@@ -72,8 +72,8 @@ class TodoUpdate(InputModel):
     description: Text | None = None
     status: TodoStatus | None = None
     priority: Priority | None = None
-    due_at: AwareDatetime | None = None
-    chat_id: UUID | None = None
+    due_at: Timestamp | None = None
+    chat_id: Uuid | None = None
     metadata: JsonObject | None = None
 
     # Runs only on values that were given (defaults are not validated): None may clear the
@@ -89,13 +89,13 @@ class TodoUpdate(InputModel):
 class TodoFilter(InputModel):
     """The filters of `list_todos`."""
 
-    owner_id: UUID
+    owner_id: Uuid
     statuses: list[TodoStatus] | None = None
-    due_before: AwareDatetime | None = None
+    due_before: Timestamp | None = None
 
 
 class StatusFilter(InputModel):
     """The filters of `get_todos_by_status`."""
 
     status: TodoStatus
-    owner_id: UUID | None = None
+    owner_id: Uuid | None = None

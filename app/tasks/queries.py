@@ -200,7 +200,7 @@ async def create_todo(
         chat_id=chat_id,
         priority=priority,
         due_at=due_at,
-        metadata=metadata or {},
+        metadata={} if metadata is None else metadata,
     )
     params = {
         "owner_id": data.owner_id,

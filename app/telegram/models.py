@@ -7,12 +7,9 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, StringConstraints
 
-from app.database.validation import InputModel, JsonObject, Name, Text, validated
-
-BigInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-"""A Telegram id: an int (not a bool or a numeric string) that fits PostgreSQL's bigint."""
+from app.database.validation import InputModel, Int64, JsonObject, Name, Text, validated
 
 Destiny = Annotated[Name, StringConstraints(max_length=100)]
 BusinessConnectionId = Name
@@ -25,10 +22,10 @@ State = Annotated[Text, StringConstraints(max_length=500)]
 
 
 class SessionKeyInput(InputModel):
-    bot_id: BigInt
-    telegram_chat_id: BigInt
-    telegram_user_id: BigInt
-    thread_id: BigInt | None
+    bot_id: Int64
+    telegram_chat_id: Int64
+    telegram_user_id: Int64
+    thread_id: Int64 | None
     business_connection_id: BusinessConnectionId | None
     destiny: Destiny
 
@@ -114,4 +111,4 @@ class PatchInput(InputModel):
 
 
 class BotInput(InputModel):
-    bot_id: BigInt
+    bot_id: Int64
