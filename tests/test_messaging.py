@@ -1323,3 +1323,225 @@ async def test_messages_of_a_deleted_chat_are_never_listed_counted_got_or_found(
         )
         == []
     )
+
+
+# Strict input: no raw Python error escapes, every refusal names its field ---------------------
+
+
+def cyclic() -> dict[str, Any]:
+    loop: dict[str, Any] = {"a": 1}
+    loop["self"] = loop
+    return loop
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+ONE_HOT = [1.0] + [0.0] * (EMBEDDING_DIMENSIONS - 1)
+STRICT_MESSAGE_INPUT = [
+    ({"token_count": True}, "token_count"),
+    ({"token_count": 2**31}, "token_count"),
+    ({"token_count": 2**63}, "token_count"),
+    ({"embedding": [True] + [0.5] * (EMBEDDING_DIMENSIONS - 1)}, "embedding"),
+    ({"embedding": ["0.5"] * EMBEDDING_DIMENSIONS}, "embedding"),
+    ({"embedding": [1 + 2j] * EMBEDDING_DIMENSIONS}, "embedding"),
+    ({"embedding": np.ones(EMBEDDING_DIMENSIONS, dtype=bool)}, "embedding"),
+    ({"embedding": np.ones(EMBEDDING_DIMENSIONS, dtype=complex)}, "embedding"),
+    ({"embedding": np.array(["0.5"] * EMBEDDING_DIMENSIONS)}, "embedding"),
+    ({"embedding": np.ones(EMBEDDING_DIMENSIONS, dtype="datetime64[s]")}, "embedding"),
+    ({"embedding": np.array([0.5] * EMBEDDING_DIMENSIONS, dtype=object)}, "embedding"),
+    ({"embedding": [0.0] * EMBEDDING_DIMENSIONS}, "embedding"),
+    ({"embedding": np.zeros(EMBEDDING_DIMENSIONS)}, "embedding"),
+    ({"metadata": []}, "metadata"),
+    ({"metadata": 0}, "metadata"),
+    ({"metadata": ""}, "metadata"),
+    ({"metadata": False}, "metadata"),
+    ({"metadata": cyclic()}, "metadata"),
+    ({"metadata": nested(5000)}, "metadata"),
+    ({"metadata": {"big": 10**400}}, "metadata"),
+    ({"metadata": {"big": [2**63]}}, "metadata"),
+]
+STRICT_MESSAGE_IDS = [
+    "token-count-bool",
+    "token-count-beyond-int4",
+    "token-count-beyond-int8",
+    "embedding-with-a-bool",
+    "embedding-of-numeric-strings",
+    "embedding-of-complex",
+    "embedding-bool-array",
+    "embedding-complex-array",
+    "embedding-string-array",
+    "embedding-datetime64-array",
+    "embedding-object-array",
+    "zero-vector",
+    "zero-array",
+    "metadata-empty-list",
+    "metadata-zero",
+    "metadata-empty-string",
+    "metadata-false",
+    "metadata-cyclic",
+    "metadata-too-deep",
+    "metadata-integer-too-large-for-python-json",
+    "metadata-integer-beyond-bigint",
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), STRICT_MESSAGE_INPUT, ids=STRICT_MESSAGE_IDS)
+async def test_add_message_is_strict_naming_the_field_and_writes_nothing(
+    shared_conn: Conn, fields: dict[str, Any], field: str
+) -> None:
+    chat = await new_chat(shared_conn)
+    before = await row_counts(shared_conn)
+    arguments = {"role": "user", "content": "hello", **fields}
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.add_message(shared_conn, chat.id, **arguments)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+    assert await row_counts(shared_conn) == before
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [(b"0123456789abcdef", "owner_id"), (uuid4().int, "owner_id"), (None, "owner_id")],
+    ids=["bytes", "int", "none"],
+)
+async def test_create_chat_takes_no_bytes_or_int_for_a_uuid(
+    shared_conn: Conn, value: Any, field: str
+) -> None:
+    before = await row_counts(shared_conn)
+    with pytest.raises(InvalidInputError, match=rf"^{field}: ") as error:
+        await messaging.create_chat(shared_conn, owner_id=value)
+    assert error.value.field == field
+    assert await row_counts(shared_conn) == before
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [1_700_000_000, 1_700_000_000.5, "2024-05-01T12:00:00+00:00", datetime(2024, 5, 1)],
+    ids=["unix-int", "unix-float", "string", "naive"],
+)
+async def test_add_messages_takes_only_aware_datetimes_naming_the_field(
+    shared_conn: Conn, created_at: Any
+) -> None:
+    chat = await new_chat(shared_conn)
+    before = await row_counts(shared_conn)
+    item = {"chat_id": chat.id, "role": "user", "content": "x", "created_at": created_at}
+    with pytest.raises(InvalidInputError, match=r"^messages\[0\]\.created_at: "):
+        await messaging.add_messages(shared_conn, [item])
+    with pytest.raises(InvalidInputError, match=r"^created_at: "):
+        MessageCreate(**item)  # type: ignore[arg-type]
+    assert await row_counts(shared_conn) == before
+
+
+@pytest.mark.parametrize(
+    ("messages", "field"),
+    [(None, "messages"), (42, "messages"), ("text", "messages"), ({"a": 1}, "messages")],
+    ids=["none", "int", "string", "mapping"],
+)
+async def test_add_messages_refuses_what_is_not_a_sequence_naming_messages(
+    shared_conn: Conn, messages: Any, field: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=rf"^{field}: ") as error:
+        await messaging.add_messages(shared_conn, messages)
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "field"),
+    [
+        (None, "embeddings"),
+        (7, "embeddings"),
+        ([uuid4()], "embeddings[0]"),
+        ([(uuid4(),)], "embeddings[0]"),
+        ([(uuid4(), ONE_HOT, 1)], "embeddings[0]"),
+        ([(b"0123456789abcdef", ONE_HOT)], "embeddings[0].message_id"),
+    ],
+    ids=["none", "int", "a-uuid-not-a-pair", "one-value", "three-values", "bytes-id"],
+)
+async def test_set_message_embeddings_refuses_what_is_not_pairs_naming_the_field(
+    shared_conn: Conn, embeddings: Any, field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as error:
+        await messaging.set_message_embeddings(shared_conn, embeddings)
+    assert error.value.field == field
+    assert str(error.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"limit": True}, "limit"),
+        ({"ef_search": True}, "ef_search"),
+        ({"limit": 10.0}, "limit"),
+        ({"query": "milk " * 3000}, "query"),
+    ],
+    ids=["limit-bool", "ef-search-bool", "limit-float", "query-too-long"],
+)
+async def test_search_is_strict_naming_the_field(
+    shared_conn: Conn, arguments: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=rf"^{field}: ") as error:
+        await messaging.hybrid_search_messages(
+            shared_conn,
+            owner_id=uuid4(),
+            embedding=ONE_HOT,
+            **{"query": "milk", **arguments},
+        )
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize("limit", [True, False])
+async def test_list_messages_takes_no_bool_for_a_limit(shared_conn: Conn, limit: bool) -> None:
+    chat = await new_chat(shared_conn)
+    with pytest.raises(InvalidInputError, match=r"^limit: "):
+        await messaging.list_messages(shared_conn, chat.id, limit=limit)
+
+
+async def test_a_cursor_of_chat_b_is_refused_for_chat_a(shared_conn: Conn) -> None:
+    a, b = await new_chat(shared_conn), await new_chat(shared_conn)
+    for chat in (a, b):
+        for index in range(3):
+            await messaging.add_message(shared_conn, chat.id, role="user", content=f"{index}")
+    page_of_b = await messaging.list_messages(shared_conn, b.id, limit=1)
+    assert page_of_b.next_cursor is not None
+    with pytest.raises(InvalidInputError, match=r"^cursor: belongs to another list"):
+        await messaging.list_messages(shared_conn, a.id, before=page_of_b.next_cursor)
+    chats_of_b = await messaging.list_chats(shared_conn, owner_id=b.owner_id, limit=1)
+    other = await new_chat(shared_conn, owner_id=b.owner_id)
+    assert other is not None
+    chats_of_b = await messaging.list_chats(shared_conn, owner_id=b.owner_id, limit=1)
+    assert chats_of_b.next_cursor is not None
+    with pytest.raises(InvalidInputError, match=r"^cursor: belongs to another list"):
+        await messaging.list_chats(shared_conn, owner_id=a.owner_id, cursor=chats_of_b.next_cursor)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [b"bytes", 12, "x" * 100_000, "€uro", encode_cursor("messages:x", "2024-05-01T12:00:00")],
+    ids=["bytes", "int", "huge", "not-ascii", "naive-and-foreign"],
+)
+async def test_list_messages_refuses_any_garbage_cursor_naming_cursor(
+    shared_conn: Conn, cursor: Any
+) -> None:
+    chat = await new_chat(shared_conn)
+    with pytest.raises(InvalidInputError, match=r"^cursor: ") as error:
+        await messaging.list_messages(shared_conn, chat.id, before=cursor)
+    assert error.value.field == "cursor"
+
+
+async def test_content_whose_full_text_vector_is_too_large_is_invalid_input_naming_content(
+    shared_conn: Conn,
+) -> None:
+    # PostgreSQL refuses a tsvector over 1 MB (the generated content_tsv column): distinct
+    # words enough to pass that limit.
+    chat = await new_chat(shared_conn)
+    before = await row_counts(shared_conn)
+    words = " ".join(f"w{index}x{index * 7}" for index in range(200_000))
+    with pytest.raises(InvalidInputError, match=r"^content: too large") as error:
+        await messaging.add_message(shared_conn, chat.id, role="user", content=words)
+    assert error.value.field == "content" and not error.value.retryable
+    assert await row_counts(shared_conn) == before

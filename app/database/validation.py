@@ -27,9 +27,17 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class InputModel(BaseModel):
-    """Base of the input models: unknown fields are errors, values are checked on assignment."""
+    """Base of the input models: unknown fields are errors, instances are frozen, and a
+    value that fails validation raises InvalidInputError naming its field (also when a
+    caller builds one, such as a `MessageCreate` for add_messages)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise invalid_input(error) from None
 
 
 def validated(model: type[M], /, **data: Any) -> M:
