@@ -12,7 +12,7 @@ import psycopg
 from pydantic import SecretStr
 
 from app.database import embedded
-from app.database.config import DatabaseConfig, libpq_url
+from app.database.config import DatabaseConfig
 from app.database.errors import AgentDBError
 from app.database.migrations import MigrationError, Migrator, new_migration, verify
 
@@ -124,10 +124,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _conninfo(args: argparse.Namespace) -> str:
+    return _config(args).conninfo()
+
+
+def _config(args: argparse.Namespace) -> DatabaseConfig:
+    """The configuration of `--database URL`, else of the environment (DatabaseConfig.from_env)."""
     url: str | None = getattr(args, "database", None)
-    if url:
-        return libpq_url(url)
-    return DatabaseConfig.from_env().conninfo()
+    if not url:
+        return DatabaseConfig.from_env()
+    try:
+        return DatabaseConfig(url=SecretStr(url))
+    except AgentDBError as error:
+        message = str(error).removeprefix("url: ")
+        raise AgentDBError(f"--database: {message}") from None
 
 
 def _migrator(args: argparse.Namespace) -> Migrator:
@@ -231,10 +240,7 @@ def _seed(args: argparse.Namespace) -> int:
         with_embeddings=args.embeddings,
         random_seed=args.random_seed,
     )
-    if args.database:
-        config = DatabaseConfig(url=SecretStr(libpq_url(args.database)))
-    else:
-        config = DatabaseConfig.from_env()
+    config = _config(args)
     created = asyncio.run(seed(config, size, progress=sys.stderr.isatty()))
     print("seeded " + ", ".join(f"{count} {kind}" for kind, count in created.items()))
     return 0

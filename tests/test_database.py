@@ -1072,3 +1072,19 @@ async def test_a_statement_whose_columns_differ_from_its_model_fails_loudly_at_f
         with pytest.raises(StatementColumnsError, match=r"not the model's fields"):
             await cursor.execute("SELECT gen_random_uuid() AS id, 'x' AS name")
             await cursor.fetchone()
+
+
+def test_the_cli_names_database_when_its_url_is_not_postgresql(
+    agentdb_command: list[str],
+) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [*agentdb_command, "status", "--database", "mysql://app:secret@db/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("agentdb: error: --database: not a PostgreSQL URL")
+    assert "secret" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
