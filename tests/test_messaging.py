@@ -559,15 +559,20 @@ BAD_MESSAGE_IDS = [
 async def test_add_message_rejects_bad_input_naming_the_field_and_writes_nothing(
     shared_conn: Conn, fields: dict[str, Any], field: str
 ) -> None:
-    chat = await new_chat(shared_conn)
-    before = await row_counts(shared_conn)
+    await assert_add_message_refuses(shared_conn, fields, field)
+
+
+async def assert_add_message_refuses(conn: Conn, fields: dict[str, Any], field: str) -> None:
+    """add_message with `fields` raises InvalidInputError naming `field` and writes nothing."""
+    chat = await new_chat(conn)
+    before = await row_counts(conn)
     arguments = {"role": "user", "content": "hello", **fields}
     with pytest.raises(InvalidInputError) as error:
-        await messaging.add_message(shared_conn, chat.id, **arguments)
+        await messaging.add_message(conn, chat.id, **arguments)
     assert error.value.field == field
     assert str(error.value).startswith(f"{field}: ")
-    assert await row_counts(shared_conn) == before
-    assert await scalar(shared_conn, SELECT_LAST_MESSAGE_AT, [chat.id]) is None
+    assert await row_counts(conn) == before
+    assert await scalar(conn, SELECT_LAST_MESSAGE_AT, [chat.id]) is None
 
 
 async def test_add_message_rejects_a_chat_id_that_is_not_a_uuid(shared_conn: Conn) -> None:
@@ -1394,14 +1399,7 @@ STRICT_MESSAGE_IDS = [
 async def test_add_message_is_strict_naming_the_field_and_writes_nothing(
     shared_conn: Conn, fields: dict[str, Any], field: str
 ) -> None:
-    chat = await new_chat(shared_conn)
-    before = await row_counts(shared_conn)
-    arguments = {"role": "user", "content": "hello", **fields}
-    with pytest.raises(InvalidInputError) as error:
-        await messaging.add_message(shared_conn, chat.id, **arguments)
-    assert error.value.field == field
-    assert str(error.value).startswith(f"{field}: ")
-    assert await row_counts(shared_conn) == before
+    await assert_add_message_refuses(shared_conn, fields, field)
 
 
 @pytest.mark.parametrize(
