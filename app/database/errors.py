@@ -177,24 +177,25 @@ def record_error(conn: Any, error: AgentDBError) -> AgentDBError:
     if isinstance(error, TransactionAbortedError):
         first = _last_errors.get(conn)
         if first is not None and error.first_error is None:
-            return aborted_error(first)
+            return aborted_error(first, rolled_back=False)
         return error
     with contextlib.suppress(TypeError):  # not a connection (a test calling with something else)
         _last_errors[conn] = error
     return error
 
 
-def aborted_error(first: AgentDBError | None) -> TransactionAbortedError:
-    """The TransactionAbortedError of a transaction that `first` aborted."""
+def aborted_error(first: AgentDBError | None, *, rolled_back: bool) -> TransactionAbortedError:
+    """The TransactionAbortedError of a transaction that `first` aborted: raised by a later
+    statement (`rolled_back=False`) or on leaving `db.session()`, which rolled it back."""
+    if rolled_back:
+        what = "an earlier error that was caught aborted the transaction, so it was rolled back"
+        what += " and nothing of it was kept"
+    else:
+        what = "the transaction is aborted by an earlier error and can only roll back"
     if first is None:
-        return TransactionAbortedError(
-            "the transaction was aborted by an earlier error that was caught; "
-            "it was rolled back, nothing of it was kept"
-        )
+        return TransactionAbortedError(what)
     return TransactionAbortedError(
-        f"the transaction was aborted by an earlier error that was caught, so it was rolled "
-        f"back and nothing of it was kept: {type(first).__name__}: {first}",
-        first_error=first,
+        f"{what}: {type(first).__name__}: {first}", first_error=first
     )
 
 

@@ -120,7 +120,7 @@ class DatabaseManager:
                 async with conn.transaction():
                     yield conn
                     if conn.pgconn.transaction_status == _INERROR:
-                        raise aborted_error(last_error(conn))
+                        raise aborted_error(last_error(conn), rolled_back=True)
                 self._returned_at[conn] = time.monotonic()
         except psycopg.Error as error:
             raise translate(error) from error
