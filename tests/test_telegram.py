@@ -306,6 +306,67 @@ async def test_link_chat_to_a_deleted_chat_raises_foreign_key_error(conn: Conn) 
         await telegram.link_chat(conn, KEY, chat.id)
 
 
+async def wait_until_blocked_on_a_lock(conn: Conn, task: asyncio.Task[Any]) -> None:
+    """Wait until some backend of this database waits for a lock (the `task`'s, the only
+    other one running); fail if the task finishes or 5 s pass first."""
+    for _ in range(500):
+        assert not task.done(), "it ran through without waiting for the other transaction"
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        row = await cursor.fetchone()
+        if row is not None and row[0] > 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("it neither finished nor waited for a lock within 5 s")
+
+
+async def test_link_chat_during_a_soft_delete_of_the_chat_waits_for_it_then_raises_foreign_key_error(  # noqa: E501
+    db: DatabaseManager, conn: Conn
+) -> None:
+    chat = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+    await telegram.upsert_session(conn, KEY)
+
+    async def link() -> telegram.TelegramSession:
+        async with db.connection() as linker:
+            return await telegram.link_chat(linker, KEY, chat.id)
+
+    async with db.session() as deleter:
+        await messaging.delete_chat(deleter, chat.id)
+        linking = asyncio.create_task(link())
+        await wait_until_blocked_on_a_lock(conn, linking)
+    with pytest.raises(ForeignKeyError) as error:
+        await linking
+    assert error.value.constraint == "fk_sessions_chats"
+    session = await telegram.get_session(conn, KEY)
+    assert session is not None and session.chat_id is None
+
+
+async def test_a_soft_delete_of_the_chat_during_link_chat_waits_for_the_link_to_commit(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    chat = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+    await telegram.upsert_session(conn, KEY)
+
+    async def delete() -> None:
+        async with db.session() as deleter:
+            await messaging.delete_chat(deleter, chat.id)
+
+    async with db.session() as linker:
+        linked = await telegram.link_chat(linker, KEY, chat.id)
+        deleting = asyncio.create_task(delete())
+        await wait_until_blocked_on_a_lock(conn, deleting)
+    await deleting
+    # The state of the link followed by the delete: the link was made while the chat was
+    # live, and the chat is deleted now (so it can be linked no more).
+    assert await telegram.get_session(conn, KEY) == linked
+    assert linked.chat_id == chat.id
+    assert await messaging.get_chat(conn, chat.id) is None
+    with pytest.raises(ForeignKeyError):
+        await telegram.link_chat(conn, KEY, chat.id)
+
+
 async def test_link_chat_rejects_a_chat_id_that_is_not_a_uuid(conn: Conn) -> None:
     await telegram.upsert_session(conn, KEY)
     with pytest.raises(InvalidInputError, match=r"^chat_id:"):

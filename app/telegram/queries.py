@@ -90,22 +90,34 @@ SET is_active = false"""
 )
 
 # fk_sessions_chats only knows that the row exists; a soft-deleted chat is gone to callers
-# (get_chat returns None), so it must not be linked either.
+# (get_chat returns None), so it must not be linked either. FOR SHARE on the chat conflicts
+# with its soft delete (an UPDATE, which takes FOR NO KEY UPDATE; FOR KEY SHARE would not):
+# a delete in flight makes the link wait for it, then find the chat gone; a delete that comes
+# second waits for the link's commit. No row: the chat is not live, or the key has no session.
+LINK_CHAT = (
+    """
+WITH live_chat AS (
+    SELECT id AS live_chat_id
+    FROM messaging.chats
+    WHERE id = %(chat_id)s
+      AND deleted_at IS NULL
+    FOR SHARE
+)
+UPDATE telegram.sessions
+SET chat_id = live_chat_id
+FROM live_chat"""
+    + WHERE_SESSION_KEY
+    + "RETURNING "
+    + SESSION_COLUMNS
+)
+
+# Only after LINK_CHAT changed nothing: tells a chat that is not live from a missing session.
 SELECT_LIVE_CHAT = """
 SELECT id
 FROM messaging.chats
 WHERE id = %s
   AND deleted_at IS NULL
 """
-
-LINK_CHAT = (
-    """
-UPDATE telegram.sessions
-SET chat_id = %(chat_id)s"""
-    + WHERE_SESSION_KEY
-    + "RETURNING "
-    + SESSION_COLUMNS
-)
 
 # aiogram sets a state for users it has never stored: the row is created on the way.
 UPSERT_STATE = """
@@ -206,20 +218,19 @@ async def deactivate_session(conn: AsyncConnection[Any], key: SessionKey) -> Non
 async def link_chat(conn: AsyncConnection[Any], key: SessionKey, chat_id: UUID) -> TelegramSession:
     """Record the session's conversation in the live agentdb chat `chat_id`."""
     params = _key_params(key) | {"chat_id": as_uuid(chat_id, "chat_id")}
-    async with conn.transaction():
-        cursor = await conn.execute(SELECT_LIVE_CHAT, [params["chat_id"]])
-        if await cursor.fetchone() is None:
-            raise ForeignKeyError(
-                f"chat_id: chat {chat_id} not found",
-                field="chat_id",
-                constraint="fk_sessions_chats",
-            )
-        async with conn.cursor(row_factory=SESSION_ROW) as db_cursor:
-            await db_cursor.execute(LINK_CHAT, params)
-            session = await db_cursor.fetchone()
-    if session is None:
-        raise NotFoundError(f"session {key} not found")
-    return session
+    async with conn.cursor(row_factory=SESSION_ROW) as cursor:
+        await cursor.execute(LINK_CHAT, params)
+        session = await cursor.fetchone()
+    if session is not None:
+        return session
+    cursor = await conn.execute(SELECT_LIVE_CHAT, [params["chat_id"]])
+    if await cursor.fetchone() is None:
+        raise ForeignKeyError(
+            f"chat_id: chat {chat_id} not found",
+            field="chat_id",
+            constraint="fk_sessions_chats",
+        )
+    raise NotFoundError(f"session {key} not found")
 
 
 @database_errors
