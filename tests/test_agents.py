@@ -417,6 +417,7 @@ async def test_complete_execution_twice_raises_conflict_naming_succeeded(conn: C
         ({"prompt_tokens": 2**31}, "prompt_tokens"),
         ({"cost_usd": Decimal("-0.01")}, "cost_usd"),
         ({"cost_usd": Decimal("1000000")}, "cost_usd"),
+        ({"cost_usd": Decimal("999999.9999996")}, "cost_usd"),  # rounds to a million
         ({"cost_usd": float("nan")}, "cost_usd"),
     ],
 )

@@ -777,3 +777,11 @@ async def test_count_todos_by_status_counts_each_status_of_the_owner_only(conn: 
     await _todo(conn, uuid4())
     counts = await tasks.count_todos_by_status(conn, owner_id=owner_id)
     assert counts == {"pending": 3, "in_progress": 1, "done": 1, "cancelled": 0}
+
+
+@pytest.mark.parametrize(("field", "value"), [("title", b"Buy milk"), ("description", b"x")])
+async def test_create_todo_takes_no_bytes_for_text(conn: Any, field: str, value: bytes) -> None:
+    arguments: dict[str, Any] = {"owner_id": uuid4(), "title": "Buy milk", field: value}
+    with pytest.raises(InvalidInputError, match=rf"^{field}: ") as error:
+        await tasks.create_todo(conn, **arguments)
+    assert error.value.field == field

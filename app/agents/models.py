@@ -29,8 +29,9 @@ EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
 NOTIFY_CHANNEL = "agentdb_executions"
 """The channel every enqueue notifies (payload: the agent_name); workers LISTEN on it."""
 
-Cost = Annotated[Decimal, Field(ge=0, lt=1_000_000, allow_inf_nan=False)]
-"""US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth."""
+Cost = Annotated[Decimal, Field(ge=0, lt=Decimal("999999.9999995"), allow_inf_nan=False)]
+"""US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth, so the bound is
+what still rounds below a million (numeric(12,6) holds at most 999999.999999)."""
 
 
 ErrorText = NonBlankText  # the shared type; the name says what it holds here

@@ -17,6 +17,7 @@ from pydantic import (
     PlainValidator,
     StrictBool,
     StrictInt,
+    StrictStr,
     StringConstraints,
     ValidationError,
 )
@@ -184,19 +185,25 @@ def _check_json(value: Any, path: str, depth: int) -> None:
         raise ValueError(f"{path or 'value'}: {type(value).__name__} is not JSON")
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-"""Any text PostgreSQL can store: no NUL characters."""
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
+"""Any text PostgreSQL can store: a str (never bytes or a number), no NUL characters."""
 
-NonBlankText = Annotated[str, AfterValidator(_not_blank), AfterValidator(_no_nul)]
+NonBlankText = Annotated[StrictStr, AfterValidator(_not_blank), AfterValidator(_no_nul)]
 """Text that is not only white space (an error message, a search query)."""
 
 Title = Annotated[
-    str, StringConstraints(max_length=500), AfterValidator(_not_blank), AfterValidator(_no_nul)
+    StrictStr,
+    StringConstraints(max_length=500),
+    AfterValidator(_not_blank),
+    AfterValidator(_no_nul),
 ]
 """A title: 1 to 500 characters, not only white space."""
 
 Name = Annotated[
-    str, StringConstraints(max_length=200), AfterValidator(_not_blank), AfterValidator(_no_nul)
+    StrictStr,
+    StringConstraints(max_length=200),
+    AfterValidator(_not_blank),
+    AfterValidator(_no_nul),
 ]
 """A short name (agent, model, worker): 1 to 200 characters, not blank."""
 

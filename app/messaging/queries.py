@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from app.database.errors import InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, model_rows, returned
-from app.database.validation import as_sequence, as_uuid, invalid_input, validated
+from app.database.validation import as_sequence, as_uuid, validated
 from app.messaging.models import (
     UNSET,
     Chat,
@@ -545,9 +545,9 @@ async def set_message_embeddings(
         ids.append(as_uuid(message_id, f"embeddings[{index}].message_id"))
         try:
             vectors.append(EmbeddingInput(embedding=embedding).embedding)
-        except ValidationError as error:
-            problem = invalid_input(error)
-            raise InvalidInputError(f"embeddings[{index}].{problem}", field=problem.field) from None
+        except InvalidInputError as problem:
+            field = f"embeddings[{index}].{problem.field}"
+            raise InvalidInputError(f"embeddings[{index}].{problem}", field=field) from None
     if not ids:
         return 0
     cursor = await conn.execute(UPDATE_MESSAGE_EMBEDDINGS, [ids, vectors], binary=True)
