@@ -69,7 +69,7 @@ def statements() -> Iterator[tuple[str, str, type[BaseModel], tuple[str, ...]]]:
             # words but not its text: its embedding is a NULL).
             found = [entry for entry in COLUMN_LISTS if entry[0] in value]
             if found:
-                columns, model, extra = max(found, key=lambda entry: len(entry[0]))
+                _, model, extra = max(found, key=lambda entry: len(entry[0]))
                 yield f"{module.__name__}.{name}", value, model, extra
 
 
