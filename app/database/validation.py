@@ -128,9 +128,16 @@ def _is_plain_json(value: Any, depth: int) -> bool:
         for key, item in value.items():
             if type(key) is not str or "\x00" in key or not (key.isascii() or _encodable(key)):
                 return False
-            if type(item) is str:  # the usual value, checked here rather than in a call
+            # The usual values, checked here rather than in a call.
+            item_kind = type(item)
+            if item_kind is str:
                 if "\x00" in item or not (item.isascii() or _encodable(item)):
                     return False
+            elif item_kind is int:
+                if not -MAX_JSON_INTEGER <= item <= MAX_JSON_INTEGER:
+                    return False
+            elif item_kind is bool or item is None:
+                continue
             elif not _is_plain_json(item, depth + 1):
                 return False
         return True
