@@ -163,3 +163,32 @@ async def wait_for_lock_waiters(conn: psycopg.AsyncConnection[Any], count: int =
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"fewer than {count} backends ever waited for a lock")
+
+
+@pytest.fixture
+def login_as(server_url: str, database_url: str) -> Iterator[Any]:
+    """`login_as("agentdb_app")`: a new LOGIN role that is a member of that group role, and
+    the URL of this test's database for it. The roles are dropped after the test."""
+    made: list[str] = []
+
+    def make(group: str) -> str:
+        name = f"login_{group.removeprefix('agentdb_')}_{secrets.token_hex(4)}"
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                    sql.Identifier(name), sql.Identifier(group)
+                )
+            )
+        made.append(name)
+        return make_conninfo(database_url, user=name)
+
+    yield make
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for name in made:
+            # The role's sessions end with the test; its database may outlive this fixture.
+            admin.execute(
+                "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+                "WHERE usename = %s",
+                [name],
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

@@ -68,6 +68,8 @@ class Execution(BaseModel):
     finished_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    owner_id: UUID | None
+    """The user the run is for (its chat's or todo's owner, or given); None: a system run."""
 
 
 class ExecutionStats(BaseModel):
@@ -101,6 +103,7 @@ class ExecutionCreate(InputModel):
     priority: Int32 = 0
     run_after: Timestamp | None = None
     dedupe_key: Name | None = None
+    owner_id: Uuid | None = None
 
 
 class ClaimInput(InputModel):

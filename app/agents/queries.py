@@ -40,21 +40,30 @@ EXECUTION_COLUMNS = column_list(
     "id, chat_id, message_id, todo_id, agent_name, status, priority, run_after, dedupe_key, "
     "input, output, error, model, prompt_tokens, completion_tokens, cost_usd, attempt, "
     "max_attempts, worker_id, heartbeat_at, is_cancel_requested, started_at, finished_at, "
-    "created_at, updated_at",
+    "created_at, updated_at, owner_id",
 )
 
 # The partial unique index uq_executions_agent_name_dedupe_key is the arbiter: a live
 # duplicate makes this insert nothing (the caller then reads the live row). ON CONFLICT waits
 # for a concurrent inserter of the same key to commit, so two producers never both insert.
 # The notification is sent only for a row really inserted, and delivered at commit.
+# owner_id: the one given, else the owner of the chat, todo or message, else the session's
+# (db.session(owner_id=…)); row-level security refuses any other for an application login.
 INSERT_EXECUTION = (
     """
 WITH inserted AS (
     INSERT INTO agents.executions
         (agent_name, input, chat_id, message_id, todo_id, max_attempts, priority, run_after,
-         dedupe_key)
+         dedupe_key, owner_id)
     VALUES (%(agent_name)s, %(input)s, %(chat_id)s, %(message_id)s, %(todo_id)s,
-            %(max_attempts)s, %(priority)s, COALESCE(%(run_after)s, now()), %(dedupe_key)s)
+            %(max_attempts)s, %(priority)s, COALESCE(%(run_after)s, now()), %(dedupe_key)s,
+            COALESCE(
+                %(owner_id)s::uuid,
+                (SELECT owner_id FROM messaging.chats WHERE id = %(chat_id)s),
+                (SELECT owner_id FROM tasks.todos WHERE id = %(todo_id)s),
+                (SELECT owner_id FROM messaging.messages WHERE id = %(message_id)s),
+                NULLIF(pg_catalog.current_setting('agentdb.owner_id', true), '')::uuid
+            ))
     ON CONFLICT (agent_name, dedupe_key)
         WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
         DO NOTHING
@@ -297,8 +306,11 @@ async def enqueue_execution(
     priority: int = 0,
     run_after: datetime | None = None,
     dedupe_key: str | None = None,
+    owner_id: UUID | None = None,
 ) -> Execution:
-    """Queue a run of `agent_name`; with a `dedupe_key`, return its live execution if any."""
+    """Queue a run of `agent_name`; with a `dedupe_key`, return its live execution if any.
+
+    Its owner is `owner_id`, else that of its chat, todo or message, else the session's."""
     data = validated(
         ExecutionCreate,
         agent_name=agent_name,
@@ -310,6 +322,7 @@ async def enqueue_execution(
         priority=priority,
         run_after=run_after,
         dedupe_key=dedupe_key,
+        owner_id=owner_id,
     )
     params = {
         "agent_name": data.agent_name,
@@ -321,6 +334,7 @@ async def enqueue_execution(
         "priority": data.priority,
         "run_after": data.run_after,
         "dedupe_key": data.dedupe_key,
+        "owner_id": data.owner_id,
     }
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
         for _ in range(ENQUEUE_ROUNDS):

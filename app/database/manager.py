@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import time
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import psycopg_pool
@@ -23,6 +25,7 @@ from app.database.errors import (
     last_error,
     translate,
 )
+from app.database.validation import InputModel, Name, Uuid, validated
 from app.database.vectors import register_vector_types
 
 Connection = psycopg.AsyncConnection[Any]
@@ -34,12 +37,26 @@ SELECT pg_catalog.set_config('TimeZone', 'UTC', false),
        pg_catalog.set_config('statement_timeout', %s, false)
 """
 
+# What db.session(owner_id=…, actor=…) sets for its transaction only (is_local = true):
+# row-level security reads agentdb.owner_id, the audit triggers agentdb.actor. Sent in one
+# pipeline with BEGIN, so a scoped session costs no more round trips than a plain one.
+BEGIN = "BEGIN"
+SET_SESSION_SCOPE = """
+SELECT pg_catalog.set_config('agentdb.owner_id', %s, true),
+       pg_catalog.set_config('agentdb.actor', %s, true)
+"""
+
 CHECK_IDLE_SECONDS = 0.5
 """A pooled connection idle longer than this is checked with a round trip before it is
 handed out (HikariCP's alive-bypass window); one used more recently is checked only for
 bytes the server sent while it sat idle (a shutdown's farewell, a closed socket)."""
 
 _INERROR = TransactionStatus.INERROR
+
+
+class SessionScope(InputModel):
+    owner_id: Uuid | None = None
+    actor: Name | None = None
 
 
 class DatabaseManager:
@@ -103,14 +120,27 @@ class DatabaseManager:
         if self._pool is not None:
             await self._pool.close()
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[Connection]:
+    def session(
+        self, *, owner_id: UUID | str | None = None, actor: str | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
         """A connection inside one transaction: commit on exit, rollback on any exception.
+
+        `owner_id` scopes the transaction to one owner (row-level security shows a login of
+        agentdb_app only that owner's rows, and none without it); `actor` names who acts,
+        for the audit trail. Both are transaction-local and never outlive it.
 
         A statement that failed inside the block leaves the transaction aborted even when the
         caller caught its error; leaving the block then rolls back and raises
         TransactionAbortedError naming that error, instead of a silent rollback.
         """
+        if owner_id is None and actor is None:
+            return self._session()
+        scope = validated(SessionScope, owner_id=owner_id, actor=actor)
+        owner = "" if scope.owner_id is None else str(scope.owner_id)
+        return self._scoped_session(owner, scope.actor or "")
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[Connection]:
         # The pool's and the transaction's context managers directly, not through
         # connection(): one generator-based context manager less on every unit of work.
         # PoolTimeout and PoolClosed are psycopg errors too.
@@ -121,6 +151,30 @@ class DatabaseManager:
                     yield conn
                     if conn.pgconn.transaction_status == _INERROR:
                         raise aborted_error(last_error(conn), rolled_back=True)
+                self._returned_at[conn] = time.monotonic()
+        except psycopg.Error as error:
+            raise translate(error) from error
+
+    @asynccontextmanager
+    async def _scoped_session(self, owner: str, actor: str) -> AsyncIterator[Connection]:
+        # BEGIN and the settings in one pipeline (one round trip); then the transaction is
+        # ours to end: psycopg's own transaction() would send BEGIN alone first.
+        try:
+            async with self._checked_pool().connection() as conn:
+                forget_errors(conn)
+                async with conn.pipeline():
+                    await conn.execute(BEGIN)
+                    await conn.execute(SET_SESSION_SCOPE, [owner, actor])
+                try:
+                    yield conn
+                except BaseException:
+                    with contextlib.suppress(psycopg.OperationalError):
+                        await conn.rollback()
+                    raise
+                if conn.pgconn.transaction_status == _INERROR:
+                    await conn.rollback()
+                    raise aborted_error(last_error(conn), rolled_back=True)
+                await conn.commit()
                 self._returned_at[conn] = time.monotonic()
         except psycopg.Error as error:
             raise translate(error) from error
