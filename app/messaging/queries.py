@@ -141,9 +141,11 @@ RETURNING """
     + MESSAGE_COLUMNS
 )
 
-# Before a COPY: each chat's owner (messages copy it), under the same lock add_message takes,
-# taken in id order so that two batches over the same chats cannot deadlock. The clock is read
-# over the locked rows (the last row's value is after every lock), to stamp the batch.
+# Before a bulk insert: each chat's owner (messages copy it), under the same lock
+# add_message takes, taken in id order so that two batches over the same chats cannot
+# deadlock. The clock is read over the locked rows (the last row's value is after every
+# lock), to stamp the batch; and whether row-level security applies to this role (COPY FROM
+# is refused under it, so such a batch goes in as one INSERT of unnested arrays instead).
 LOCK_CHATS_FOR_MESSAGES = """
 WITH locked AS (
     SELECT id, owner_id
@@ -153,7 +155,7 @@ WITH locked AS (
     ORDER BY id
     FOR NO KEY UPDATE
 )
-SELECT id, owner_id, clock_timestamp()
+SELECT id, owner_id, clock_timestamp(), pg_catalog.row_security_active('messaging.messages')
 FROM locked
 """
 
@@ -174,6 +176,17 @@ COPY_MESSAGES_TYPES = [
     "timestamptz",
     "timestamptz",
 ]
+
+# The same rows as COPY_MESSAGES, for a role under row-level security: one statement, every
+# column one binary array.
+INSERT_MESSAGES = """
+INSERT INTO messaging.messages
+    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, updated_at)
+SELECT chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, created_at
+FROM unnest(%s::uuid[], %s::uuid[], %s::varchar[], %s::text[], %s::public.vector[],
+            %s::int4[], %s::jsonb[], %s::timestamptz[])
+    AS batch (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+"""
 
 UPDATE_CHATS_LAST_MESSAGE_AT = """
 UPDATE messaging.chats AS chat
@@ -395,7 +408,8 @@ async def add_message(
 async def add_messages(
     conn: AsyncConnection[Any], messages: Sequence[MessageCreate | Mapping[str, Any]]
 ) -> int:
-    """Insert many messages with one binary COPY; return how many. All or nothing.
+    """Insert many messages with one binary COPY (under row-level security, where COPY is
+    refused, one INSERT of binary arrays); return how many. All or nothing.
 
     Messages keep their order: each gets a created_at a microsecond after the one before
     (unless it brings its own). Every chat must exist and be live.
@@ -407,36 +421,42 @@ async def add_messages(
     async with conn.transaction():
         cursor = await conn.execute(LOCK_CHATS_FOR_MESSAGES, [chat_ids])
         found = await cursor.fetchall()
-        owners: dict[UUID, UUID] = {chat_id: owner_id for chat_id, owner_id, _ in found}
+        owners: dict[UUID, UUID] = {row[0]: row[1] for row in found}
         missing = [str(chat_id) for chat_id in chat_ids if chat_id not in owners]
         if missing:
             raise NotFoundError(
                 f"chat_id: chat(s) not found: {', '.join(missing)}", field="chat_id"
             )
 
-        clock: datetime = max(at for _, _, at in found)
+        clock: datetime = max(row[2] for row in found)
         last_at: dict[UUID, datetime] = {}
-        async with conn.cursor().copy(COPY_MESSAGES) as copy:
-            copy.set_types(COPY_MESSAGES_TYPES)
-            for offset, row in enumerate(rows):
-                chat_id = row["chat_id"]
-                created_at = row.get("created_at") or clock + timedelta(microseconds=offset)
-                latest = last_at.get(chat_id)
-                if latest is None or created_at > latest:
-                    last_at[chat_id] = created_at
-                await copy.write_row(
-                    (
-                        chat_id,
-                        owners[chat_id],
-                        row["role"],
-                        row["content"],
-                        row.get("embedding"),
-                        row.get("token_count"),
-                        Jsonb(row.get("metadata", {})),
-                        created_at,
-                        created_at,
-                    )
+        values = []
+        for offset, row in enumerate(rows):
+            chat_id = row["chat_id"]
+            created_at = row.get("created_at") or clock + timedelta(microseconds=offset)
+            latest = last_at.get(chat_id)
+            if latest is None or created_at > latest:
+                last_at[chat_id] = created_at
+            values.append(
+                (
+                    chat_id,
+                    owners[chat_id],
+                    row["role"],
+                    row["content"],
+                    row.get("embedding"),
+                    row.get("token_count"),
+                    Jsonb(row.get("metadata", {})),
+                    created_at,
                 )
+            )
+        if found[0][3]:  # under row-level security
+            columns = [list(column) for column in zip(*values, strict=True)]
+            await conn.execute(INSERT_MESSAGES, columns, binary=True)
+        else:
+            async with conn.cursor().copy(COPY_MESSAGES) as copy:
+                copy.set_types(COPY_MESSAGES_TYPES)
+                for value in values:
+                    await copy.write_row((*value, value[-1]))
         await conn.execute(UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())])
     return len(rows)
 

@@ -1,0 +1,419 @@
+"""Least privilege and owner isolation, through real login roles that are members of the
+group roles: row-level security holds against hand-written SQL that forgets its owner
+filter, the application login cannot change the schema, the read-only login cannot write."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+
+from app import agents, messaging, tasks, telegram
+from app.database import (
+    AccessDeniedError,
+    DatabaseConfig,
+    DatabaseManager,
+    InvalidInputError,
+    NotFoundError,
+)
+from app.database.errors import translate
+from app.messaging import EMBEDDING_DIMENSIONS
+from app.messaging import search as message_search
+from app.tasks import queries as todo_queries
+
+Conn = psycopg.AsyncConnection[Any]
+Login = Callable[[str], str]
+
+OWNER_TABLES = ["messaging.chats", "messaging.messages", "tasks.todos", "agents.executions"]
+COUNT_ROWS = {
+    table: sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
+    for table in OWNER_TABLES
+}
+COUNT_OWNERS = {
+    table: sql.SQL("SELECT count(DISTINCT owner_id) FROM {}").format(
+        sql.Identifier(*table.split("."))
+    )
+    for table in OWNER_TABLES
+}
+TOUCH_ALL = {
+    "messaging.chats": "UPDATE messaging.chats SET title = 'touched'",
+    "messaging.messages": "UPDATE messaging.messages SET token_count = 99",
+    "tasks.todos": "UPDATE tasks.todos SET priority = 1",
+    "agents.executions": "UPDATE agents.executions SET priority = 9",
+}
+COUNT_TOUCHED = {
+    "messaging.chats": "SELECT count(*) FROM messaging.chats WHERE title = 'touched'",
+    "messaging.messages": "SELECT count(*) FROM messaging.messages WHERE token_count = 99",
+    "tasks.todos": "SELECT count(*) FROM tasks.todos WHERE priority = 1",
+    "agents.executions": "SELECT count(*) FROM agents.executions WHERE priority = 9",
+}
+INSERT_CHAT_FOR = "INSERT INTO messaging.chats (owner_id) VALUES (%s)"
+MOVE_CHATS_TO = "UPDATE messaging.chats SET owner_id = %s"
+SHOW_OWNER = "SELECT current_setting('agentdb.owner_id', true)"
+ONE_HOT = [1.0] + [0.0] * (EMBEDDING_DIMENSIONS - 1)
+
+
+async def scalar(conn: Conn, statement: Any, params: Any = None) -> Any:
+    row = await (await conn.execute(statement, params)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def seed_owner(db: DatabaseManager, owner: UUID) -> None:
+    """A chat with two messages, a todo and an execution of `owner` (as the schema owner)."""
+    async with db.session() as conn:
+        chat = await messaging.create_chat(conn, owner_id=owner, title="mine")
+        await messaging.add_message(conn, chat.id, role="user", content="a", embedding=ONE_HOT)
+        await messaging.add_message(conn, chat.id, role="assistant", content="b")
+        await tasks.create_todo(conn, owner_id=owner, title="t", chat_id=chat.id)
+        await agents.enqueue_execution(conn, agent_name="planner", chat_id=chat.id)
+
+
+@pytest.fixture
+async def owners(db: DatabaseManager) -> tuple[UUID, UUID]:
+    a, b = uuid4(), uuid4()
+    await seed_owner(db, a)
+    await seed_owner(db, b)
+    return a, b
+
+
+@pytest.fixture
+async def app_db(login_as: Login) -> AsyncIterator[DatabaseManager]:
+    """A DatabaseManager logged in as a member of agentdb_app."""
+    config = DatabaseConfig(url=login_as("agentdb_app"), max_pool_size=2)
+    async with DatabaseManager(config) as manager:
+        yield manager
+
+
+async def test_with_no_owner_set_the_app_role_sees_no_rows_at_all(
+    app_db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    async with app_db.session() as conn:
+        for table, statement in COUNT_ROWS.items():
+            assert await scalar(conn, statement) == 0, table
+
+
+async def test_unfiltered_sql_of_owner_a_reads_and_changes_only_owner_as_rows(
+    app_db: DatabaseManager, db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    a, b = owners
+    async with app_db.session(owner_id=a) as conn:
+        for table in OWNER_TABLES:
+            assert await scalar(conn, COUNT_OWNERS[table]) == 1, table
+            await conn.execute(TOUCH_ALL[table])
+        await conn.execute("DELETE FROM messaging.messages WHERE role = 'assistant'")
+    async with db.session() as admin:  # the schema owner sees everything
+        for table in OWNER_TABLES:
+            assert await scalar(admin, COUNT_TOUCHED[table]) == 1, table
+            statement = COUNT_TOUCHED[table].replace("WHERE", "WHERE owner_id = %s AND")
+            assert await scalar(admin, statement, [b]) == 0, table
+        assert await messaging.count_messages(admin, (await first_chat(admin, b))) == 2
+
+
+async def first_chat(conn: Conn, owner: UUID) -> UUID:
+    page = await messaging.list_chats(conn, owner_id=owner)
+    return page.items[0].id
+
+
+async def test_inserting_a_row_for_another_owner_is_access_denied(
+    app_db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    a, b = owners
+    with pytest.raises(AccessDeniedError):
+        async with app_db.session(owner_id=a) as conn:
+            await messaging.create_chat(conn, owner_id=b)
+    with pytest.raises(AccessDeniedError):
+        async with app_db.session(owner_id=a) as conn:
+            await tasks.create_todo(conn, owner_id=b, title="not yours")
+    with pytest.raises(AccessDeniedError):
+        async with app_db.session(owner_id=a) as conn:
+            await agents.enqueue_execution(conn, agent_name="planner", owner_id=b)
+
+
+async def test_moving_a_row_to_another_owner_is_access_denied(
+    app_db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    a, b = owners
+    with pytest.raises(AccessDeniedError):
+        async with app_db.session(owner_id=a) as conn:
+            await conn.execute(MOVE_CHATS_TO, [b])
+
+
+async def test_another_owners_rows_are_not_found_by_the_query_functions(
+    app_db: DatabaseManager, db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    a, b = owners
+    async with db.session() as admin:
+        theirs = await first_chat(admin, b)
+    async with app_db.session(owner_id=a) as conn:
+        assert await messaging.get_chat(conn, theirs) is None
+        assert (await messaging.list_messages(conn, theirs)).items == []
+        assert await messaging.search_messages(conn, owner_id=b, embedding=ONE_HOT) == []
+        with pytest.raises(NotFoundError):
+            await messaging.add_message(conn, theirs, role="user", content="sneaky")
+        with pytest.raises(NotFoundError):
+            await messaging.delete_chat(conn, theirs)
+
+
+async def test_the_owner_setting_never_outlives_its_session_on_a_pooled_connection(
+    app_db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    a, _ = owners
+    async with app_db.session(owner_id=a, actor="alice") as conn:
+        assert await scalar(conn, SHOW_OWNER) == str(a)
+    for _ in range(3):  # every pooled connection
+        async with app_db.session() as conn:
+            assert await scalar(conn, SHOW_OWNER) in (None, "")
+            assert await scalar(conn, COUNT_ROWS["messaging.chats"]) == 0
+        async with app_db.connection() as conn:
+            assert await scalar(conn, SHOW_OWNER) in (None, "")
+
+
+async def test_a_scoped_session_rolls_back_on_an_exception(
+    app_db: DatabaseManager, db: DatabaseManager
+) -> None:
+    owner = uuid4()
+    with pytest.raises(RuntimeError):
+        async with app_db.session(owner_id=owner) as conn:
+            await messaging.create_chat(conn, owner_id=owner)
+            raise RuntimeError("changed my mind")
+    async with db.session() as admin:
+        assert (await messaging.list_chats(admin, owner_id=owner)).items == []
+
+
+@pytest.mark.parametrize(
+    ("scope", "field"),
+    [
+        ({"owner_id": b"0123456789abcdef"}, "owner_id"),
+        ({"owner_id": "nope"}, "owner_id"),
+        ({"owner_id": uuid4(), "actor": ""}, "actor"),
+        ({"owner_id": uuid4(), "actor": "a\x00b"}, "actor"),
+    ],
+    ids=["bytes", "not-a-uuid", "blank-actor", "nul-actor"],
+)
+async def test_a_bad_session_scope_is_invalid_input_naming_it(
+    app_db: DatabaseManager, scope: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=rf"^{field}: "):
+        async with app_db.session(**scope):
+            pass
+
+
+# Every query function under agentdb_app, with an owner set --------------------------------
+
+
+async def test_every_query_function_works_for_an_app_login_with_an_owner_set(
+    app_db: DatabaseManager,
+) -> None:
+    owner = uuid4()
+    key = telegram.SessionKey(bot_id=1, telegram_chat_id=2, telegram_user_id=3)
+    async with app_db.session(owner_id=owner, actor="test") as conn:
+        chat = await messaging.create_chat(conn, owner_id=owner, title="groceries")
+        assert await messaging.get_chat(conn, chat.id) == chat
+        await messaging.update_chat(conn, chat.id, title="shopping")
+        first = await messaging.add_message(conn, chat.id, role="user", content="buy milk")
+        added = await messaging.add_messages(
+            conn, [{"chat_id": chat.id, "role": "assistant", "content": "ok"}] * 3
+        )
+        assert added == 3 and await messaging.count_messages(conn, chat.id) == 4
+        await messaging.set_message_embedding(conn, first.id, ONE_HOT)
+        assert await messaging.set_message_embeddings(conn, {first.id: ONE_HOT}) == 1
+        assert len((await messaging.list_messages(conn, chat.id, limit=2)).items) == 2
+        assert (await messaging.list_chats(conn, owner_id=owner)).items[0].id == chat.id
+        hits = await messaging.search_messages(conn, owner_id=owner, embedding=ONE_HOT)
+        assert [hit.message.id for hit in hits] == [first.id]
+        hybrid = await messaging.hybrid_search_messages(
+            conn, owner_id=owner, embedding=ONE_HOT, query="milk"
+        )
+        assert hybrid[0].message.id == first.id
+        assert await messaging.get_message(conn, first.id) is not None
+        await messaging.delete_message(conn, first.id)
+
+        todo = await tasks.create_todo(conn, owner_id=owner, title="milk", chat_id=chat.id)
+        assert await tasks.get_todo(conn, todo.id) == todo
+        await tasks.update_todo(conn, todo.id, {"priority": 1})
+        assert (await tasks.list_todos(conn, owner_id=owner)).items[0].id == todo.id
+        assert [t.id for t in await tasks.get_todos_by_status(conn, "pending")] == [todo.id]
+        assert (await tasks.count_todos_by_status(conn, owner_id=owner))["pending"] == 1
+        await tasks.complete_todo(conn, todo.id)
+        await tasks.delete_todo(conn, todo.id)
+
+        execution = await agents.enqueue_execution(conn, agent_name="planner", chat_id=chat.id)
+        assert execution.owner_id == owner
+        claimed = await agents.claim_next_execution(conn, worker_id="w1")
+        assert claimed is not None and claimed.id == execution.id
+        await agents.fail_execution(conn, claimed.id, error="boom", retry=False)
+        other = await agents.enqueue_execution(conn, agent_name="planner")  # the session's owner
+        assert other.owner_id == owner
+        await agents.cancel_execution(conn, other.id)
+        assert await agents.get_execution(conn, other.id) is not None
+        assert len((await agents.list_executions(conn, chat_id=chat.id)).items) == 1
+        assert await agents.requeue_stale_executions(conn, older_than=timedelta(hours=1)) == 0
+        assert (await agents.execution_stats(conn)).total == 2
+
+        await telegram.upsert_session(conn, key, username="u")
+        await telegram.link_chat(conn, key, chat.id)
+        await telegram.set_state(conn, key, "Form:name")
+        assert await telegram.get_state(conn, key) == "Form:name"
+        await telegram.set_data(conn, key, {"a": 1})
+        assert await telegram.update_data(conn, key, {"b": 2}) == {"a": 1, "b": 2}
+        assert await telegram.get_data(conn, key) == {"a": 1, "b": 2}
+        assert (await telegram.get_session(conn, key)) is not None
+        assert len((await telegram.list_active_sessions(conn, bot_id=1)).items) == 1
+        await telegram.deactivate_session(conn, key)
+        await messaging.delete_chat(conn, chat.id)
+
+
+# Least privilege ----------------------------------------------------------------------------
+
+DDL = [
+    "DROP TABLE messaging.messages",
+    "ALTER TABLE messaging.chats ADD COLUMN sneaky text",
+    "CREATE TABLE messaging.sneaky (id uuid)",
+    "CREATE INDEX ON messaging.chats (title)",
+    "TRUNCATE messaging.chats",
+    "TRUNCATE telegram.sessions",
+    "ALTER TABLE messaging.chats DISABLE ROW LEVEL SECURITY",
+    "DROP POLICY pol_chats_app_owner ON messaging.chats",
+    "CREATE SCHEMA sneaky",
+]
+
+
+@pytest.mark.parametrize("group", ["agentdb_app", "agentdb_worker", "agentdb_readonly"])
+@pytest.mark.parametrize("statement", DDL)
+async def test_no_group_role_can_change_the_schema(
+    login_as: Login, group: str, statement: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(login_as(group)) as conn:
+        with pytest.raises(psycopg.Error) as raised:
+            await conn.execute(statement)
+    assert isinstance(translate(raised.value), AccessDeniedError), raised.value
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO messaging.chats (owner_id) VALUES (gen_random_uuid())",
+        "UPDATE messaging.chats SET title = 'x'",
+        "DELETE FROM tasks.todos",
+        "UPDATE telegram.sessions SET state = 'x'",
+    ],
+)
+async def test_the_readonly_role_reads_everything_and_writes_nothing(
+    login_as: Login, owners: tuple[UUID, UUID], statement: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(login_as("agentdb_readonly")) as conn:
+        for table in OWNER_TABLES:
+            assert await scalar(conn, COUNT_OWNERS[table]) == 2, table
+        with pytest.raises(psycopg.Error) as raised:
+            await conn.execute(statement)
+    assert isinstance(translate(raised.value), AccessDeniedError)
+
+
+async def test_the_worker_role_works_across_owners(
+    login_as: Login, owners: tuple[UUID, UUID]
+) -> None:
+    config = DatabaseConfig(url=login_as("agentdb_worker"), max_pool_size=1)
+    async with DatabaseManager(config) as worker, worker.session() as conn:
+        for table in OWNER_TABLES:
+            assert await scalar(conn, COUNT_OWNERS[table]) == 2, table
+        claimed = [await agents.claim_next_execution(conn, worker_id="w") for _ in range(2)]
+        assert {execution.owner_id for execution in claimed if execution} == set(owners)
+
+
+# Owner isolation costs no plan change -------------------------------------------------------
+
+INDEX_NAME = re.compile(r"(?:Index|Index Only|Bitmap Index) Scan(?: Backward)? using (\w+)")
+
+
+LEADING_COLUMN = """
+SELECT a.attname
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE c.relname = %s
+"""
+
+
+async def indexes_used(conn: Conn, statement: Any, params: Any) -> list[tuple[str, str]]:
+    """(table column, index kind) of each index EXPLAIN shows for `statement`, by the column
+    the index leads with, with sequential scans ruled out so that the tiny test tables do not
+    hide the plan a real table gets."""
+    await conn.execute("SET LOCAL enable_seqscan = off")
+    await conn.execute(message_search.SET_SEARCH_SETTINGS, ["40"])
+    cursor = await conn.execute(sql.SQL("EXPLAIN ") + sql.SQL(statement), params, binary=True)
+    plan = "\n".join(row[0] for row in await cursor.fetchall())
+    used = []
+    for index in INDEX_NAME.findall(plan):
+        column = await scalar(conn, LEADING_COLUMN, [index])
+        used.append((column, "hnsw" if "embedding" in index else "btree"))
+    return sorted(used)
+
+
+def plan_cases(owner: UUID, chat_id: UUID) -> list[tuple[str, Any, dict[str, Any]]]:
+    infinity = datetime(9999, 1, 1, tzinfo=UTC)
+    last = UUID(int=(1 << 128) - 1)
+    return [
+        ("get_chat", messaging.queries.SELECT_CHAT, {"": chat_id}),
+        (
+            "list_chats",
+            messaging.queries.SELECT_CHATS_PAGE,
+            {"owner_id": owner, "after_activity": infinity, "after_id": last, "limit": 51},
+        ),
+        (
+            "list_messages",
+            messaging.queries.SELECT_MESSAGES_PAGE,
+            {"chat_id": chat_id, "before_created_at": infinity, "before_id": last, "limit": 51},
+        ),
+        ("count_messages", messaging.queries.COUNT_MESSAGES, {"chat_id": chat_id}),
+        (
+            "search_messages",
+            message_search.SEARCH_MESSAGES,
+            {
+                "owner_id": owner,
+                "embedding": np.asarray(ONE_HOT, dtype=np.float32),
+                "chat_id": None,
+                "limit": 10,
+            },
+        ),
+        (
+            "list_todos",
+            todo_queries.SELECT_TODOS_PAGE,
+            {
+                "owner_id": owner,
+                "after_priority": 0,
+                "after_due_at": "-infinity",
+                "after_id": UUID(int=0),
+                "statuses": ["pending"],
+                "due_before": None,
+                "limit": 51,
+            },
+        ),
+    ]
+
+
+async def test_row_level_security_keeps_every_querys_index(
+    app_db: DatabaseManager, db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    a, _ = owners
+    async with db.session() as admin:
+        chat_id = await first_chat(admin, a)
+        await admin.execute("ANALYZE")
+    for name, statement, params in plan_cases(a, chat_id):
+        values: Any = list(params.values()) if "" in params else params
+        async with db.session() as admin:
+            unrestricted = await indexes_used(admin, statement, values)
+        async with app_db.session(owner_id=a) as conn:
+            restricted = await indexes_used(conn, statement, values)
+        # An index that leads with the same column: (id) or the unique (id, owner_id) for a
+        # chat by id, which the policy's owner_id = … lets the planner use as well.
+        assert unrestricted, f"{name}: no index in the owner's plan"
+        assert restricted == unrestricted, name
+
