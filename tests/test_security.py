@@ -417,3 +417,33 @@ async def test_row_level_security_keeps_every_querys_index(
         assert unrestricted, f"{name}: no index in the owner's plan"
         assert restricted == unrestricted, name
 
+
+
+OWNER_TABLES_WITHOUT_APP_POLICY = """
+SELECT n.nspname || '.' || c.relname
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'owner_id'
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'public', 'audit')
+  AND (NOT c.relrowsecurity
+       OR NOT EXISTS (
+           SELECT FROM pg_catalog.pg_policies AS p
+           WHERE p.schemaname = n.nspname
+             AND p.tablename = c.relname
+             AND 'agentdb_app' = ANY (p.roles)
+             AND p.qual LIKE '%agentdb.owner_id%'
+             AND p.with_check LIKE '%agentdb.owner_id%'))
+ORDER BY 1
+"""
+
+
+async def test_every_table_with_an_owner_id_has_row_level_security_for_the_app_role(
+    conn: Conn,
+) -> None:
+    cursor = await conn.execute(OWNER_TABLES_WITHOUT_APP_POLICY)
+    assert await cursor.fetchall() == []
+    # the check itself can fail: a new owner table without a policy is found
+    await conn.execute("CREATE TABLE tasks.unguarded_things (id uuid, owner_id uuid)")
+    cursor = await conn.execute(OWNER_TABLES_WITHOUT_APP_POLICY)
+    assert await cursor.fetchall() == [("tasks.unguarded_things",)]
