@@ -384,6 +384,19 @@ def plan_cases(owner: UUID, chat_id: UUID) -> list[tuple[str, Any, dict[str, Any
             },
         ),
         (
+            "hybrid_search_messages",
+            message_search.HYBRID_SEARCH_MESSAGES,
+            {
+                "owner_id": owner,
+                "embedding": np.asarray(ONE_HOT, dtype=np.float32),
+                "chat_id": None,
+                "query": "milk",
+                "candidates": 40,
+                "k": 60,
+                "limit": 10,
+            },
+        ),
+        (
             "list_todos",
             todo_queries.SELECT_TODOS_PAGE,
             {
