@@ -1,4 +1,4 @@
-"""`agentdb bench layer`: one workload through three data layers, side by side.
+"""`agentdb bench layer`: one workload through four data layers, side by side.
 
 (a) raw psycopg: the same SQL statements as agentdb (the constants are imported from its
     modules), on the same kind of pool, with the same wire options (binary results where
@@ -7,16 +7,27 @@
 (b) agentdb: the project's query functions, each unit of work in `DatabaseManager.session()`.
 (c) SQLAlchemy 2.0 async ORM on asyncpg (`app.bench.orm`), each unit of work in an
     `AsyncSession`.
+(d) agentdb as production runs it: the same calls as (b), through a login role that is a
+    member of agentdb_app (so row-level security applies), each unit of work in
+    `db.session(owner_id=…)` with the owner of the rows it touches (a Telegram session, not
+    owner-scoped, with the owner of its chat or any owner). Executions are enqueued,
+    claimed and completed in the owner's session: RLS limits the claim to that owner's
+    queued runs, which always include the one just enqueued.
 
-Every operation runs in its own transaction(s) in all three. The data set is loaded once on a
+(a), (b) and (c) log in as the superuser that owns the tables, to whom RLS does not apply.
+Every operation runs in its own transaction(s) in all four. The data set is loaded once on a
 throwaway server: owners with a long-tailed number of chats, chats with a long-tailed number
 of messages (no embeddings: add_message is measured without one, as messages usually arrive
 before their embedding), todos, mostly finished executions with a short queue, and Telegram
-sessions. Each operation then runs several rounds; in every round the three layers run the
-same inputs one after the other, in an order that rotates, so that drift of the machine hits
-all three alike. Reported: median ops/s per layer, the medians of the per-round time ratios
-b/a and c/b against the issue's targets, and each layer's client CPU per operation (what b
-adds to a on the Python side). Writes bench-results/layer.md and layer.png.
+sessions; every input carries its owner, so that (d) looks nothing up while it is timed.
+Each operation then runs several rounds; in every round the four layers run the same inputs
+one after the other, in an order that rotates, so that drift of the machine hits all alike.
+Reported: median ops/s per layer; the medians of the per-round time ratios b/a and d/a
+against the issue's cost target, c/b against its speed target, and d/b (what RLS and the
+scoped session cost); and each layer's client CPU per operation (what b adds to a on the
+Python side, d to b). A layer that cannot run an operation at all (say, a statement RLS
+refuses) is reported as failing it, and the others are measured without it. Writes
+bench-results/layer.md and layer.png.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,12 +49,13 @@ from uuid import UUID
 import psycopg
 import psycopg_pool
 from pgvector.psycopg import register_vector_async
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from app import agents, messaging, tasks, telegram
 from app.bench.common import markdown_table, results_dir
-from app.database import DatabaseConfig, DatabaseManager, embedded
+from app.database import AgentDBError, DatabaseConfig, DatabaseManager, embedded
 from app.database.migrations import Migrator
 from app.database.pagination import FIRST_PAGE_AT, LAST_UUID
 from app.messaging import queries as message_sql
@@ -75,9 +88,9 @@ FULL = LayerSize(
     executions=20_000,
     queued=200,
     sessions=2_000,
-    rounds=60,
+    rounds=60,  # rounds are a multiple of the four layers: each runs first, second, … alike
     ops_per_round=25,
-    bulk_rounds=21,
+    bulk_rounds=20,
 )
 QUICK = LayerSize(
     owners=20,
@@ -87,9 +100,9 @@ QUICK = LayerSize(
     executions=2_000,
     queued=50,
     sessions=200,
-    rounds=15,
+    rounds=12,
     ops_per_round=10,
-    bulk_rounds=5,
+    bulk_rounds=4,
 )
 
 
@@ -99,8 +112,8 @@ QUICK = LayerSize(
 @dataclass
 class Dataset:
     chats: list[tuple[UUID, UUID]]  # (chat_id, owner_id)
-    todo_ids: list[UUID]
-    session_keys: list[dict[str, Any]]
+    todos: list[tuple[UUID, UUID]]  # (todo_id, owner_id)
+    sessions: list[tuple[dict[str, Any], UUID]]  # (key, owner of its chat, else any owner)
     messages: int = 0
 
 
@@ -118,24 +131,26 @@ SELECT owner_id, chat_id, title, priority, status,
        CASE WHEN priority < 3 THEN now() + interval '3 days' END
 FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::int[], %s::text[])
     AS todo (owner_id, chat_id, title, priority, status)
-RETURNING id
+RETURNING id, owner_id
 """
 
-# Executions already worked off (succeeded), plus a short queue that workers claim from.
+# Executions already worked off (succeeded), plus a short queue that workers claim from;
+# each carries its chat's owner, as enqueue_execution gives it.
 INSERT_FINISHED_EXECUTIONS = """
 INSERT INTO agents.executions
-    (chat_id, agent_name, status, input, output, model, prompt_tokens, completion_tokens,
-     cost_usd, attempt, worker_id, started_at, finished_at, created_at)
-SELECT chat_id, agent_name, 'succeeded', '{"prompt": "continue"}'::jsonb,
+    (chat_id, owner_id, agent_name, status, input, output, model, prompt_tokens,
+     completion_tokens, cost_usd, attempt, worker_id, started_at, finished_at, created_at)
+SELECT chat_id, owner_id, agent_name, 'succeeded', '{"prompt": "continue"}'::jsonb,
        '{"text": "done"}'::jsonb, 'gpt-4o-mini', 900, 120, 0.000207, 1, 'seed-worker',
        created_at + interval '1 second', created_at + interval '5 seconds', created_at
-FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[]) AS run (chat_id, agent_name, created_at)
+FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::timestamptz[])
+    AS run (chat_id, owner_id, agent_name, created_at)
 """
 
 INSERT_QUEUED_EXECUTIONS = """
-INSERT INTO agents.executions (chat_id, agent_name, input)
-SELECT chat_id, agent_name, '{"prompt": "continue"}'::jsonb
-FROM unnest(%s::uuid[], %s::text[]) AS run (chat_id, agent_name)
+INSERT INTO agents.executions (chat_id, owner_id, agent_name, input)
+SELECT chat_id, owner_id, agent_name, '{"prompt": "continue"}'::jsonb
+FROM unnest(%s::uuid[], %s::uuid[], %s::text[]) AS run (chat_id, owner_id, agent_name)
 """
 
 INSERT_SESSIONS = """
@@ -238,58 +253,73 @@ async def load(conninfo: str, size: LayerSize, rng: random.Random) -> Dataset:
                     ],
                 ],
             )
-            todo_ids = [row[0] for row in await cursor.fetchall()]
+            todos: list[tuple[UUID, UUID]] = [(row[0], row[1]) for row in await cursor.fetchall()]
             finished = size.executions - size.queued
+            run_chats = [rng.choice(chats) for _ in range(finished)]
             await conn.execute(
                 INSERT_FINISHED_EXECUTIONS,
                 [
-                    [rng.choice(chats)[0] for _ in range(finished)],
+                    [chat for chat, _ in run_chats],
+                    [owner for _, owner in run_chats],
                     [rng.choice(AGENTS) for _ in range(finished)],
                     [start + timedelta(seconds=rng.randrange(90 * 86400)) for _ in range(finished)],
                 ],
             )
+            run_chats = [rng.choice(chats) for _ in range(size.queued)]
             await conn.execute(
                 INSERT_QUEUED_EXECUTIONS,
                 [
-                    [rng.choice(chats)[0] for _ in range(size.queued)],
+                    [chat for chat, _ in run_chats],
+                    [owner for _, owner in run_chats],
                     [rng.choice(AGENTS) for _ in range(size.queued)],
                 ],
             )
             user_ids = [100_000_000 + i for i in range(size.sessions)]
+            session_chats = [rng.choice(chats) if rng.random() < 0.5 else None for _ in user_ids]
             await conn.execute(
                 INSERT_SESSIONS,
                 [
                     BOT_ID,
                     user_ids,
                     [rng.choice(LANGUAGES) for _ in user_ids],
-                    [rng.choice(chats)[0] if rng.random() < 0.5 else None for _ in user_ids],
+                    [None if chat is None else chat[0] for chat in session_chats],
                 ],
             )
         async with db.connection() as conn:
             await conn.execute(RAISE_GIN_PENDING_LIST_LIMIT)
             await conn.execute("VACUUM ANALYZE")
-    keys = [
-        {"bot_id": BOT_ID, "telegram_chat_id": user_id, "telegram_user_id": user_id}
-        for user_id in user_ids
+    sessions = [
+        (
+            {"bot_id": BOT_ID, "telegram_chat_id": user_id, "telegram_user_id": user_id},
+            rng.choice(owners) if chat is None else chat[1],
+        )
+        for user_id, chat in zip(user_ids, session_chats, strict=True)
     ]
-    return Dataset(chats=chats, todo_ids=todo_ids, session_keys=keys, messages=size.messages)
+    return Dataset(chats=chats, todos=todos, sessions=sessions, messages=size.messages)
 
 
-# The three layers -------------------------------------------------------------------------
+# The four layers --------------------------------------------------------------------------
 
 
 class Layer(Protocol):
+    """Each call gets the owner of the rows it touches first; only (d) uses it."""
+
     async def add_message(
-        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+        self, owner: UUID, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
     ) -> Any: ...
-    async def list_messages(self, chat_id: UUID) -> Any: ...
-    async def get_chat(self, chat_id: UUID) -> Any: ...
-    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any: ...
-    async def run_execution(self, job: Job) -> Any: ...
+    async def list_messages(self, owner: UUID, chat_id: UUID) -> Any: ...
+    async def get_chat(self, owner: UUID, chat_id: UUID) -> Any: ...
+    async def update_todo(self, owner: UUID, todo_id: UUID, updates: dict[str, Any]) -> Any: ...
+    async def run_execution(self, owner: UUID, job: Job) -> Any: ...
     async def touch_session(
-        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+        self,
+        owner: UUID,
+        key: dict[str, Any],
+        username: str,
+        language_code: str,
+        patch: dict[str, Any],
     ) -> Any: ...
-    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any: ...
+    async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -312,7 +342,7 @@ class RawLayer:
         self.pool = pool
 
     async def add_message(
-        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+        self, owner: UUID, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
     ) -> Any:
         params = {
             "chat_id": chat_id,
@@ -326,7 +356,7 @@ class RawLayer:
             cursor = await conn.execute(message_sql.INSERT_MESSAGE, params, binary=True)
             return await cursor.fetchone()
 
-    async def list_messages(self, chat_id: UUID) -> Any:
+    async def list_messages(self, owner: UUID, chat_id: UUID) -> Any:
         params = {
             "chat_id": chat_id,
             "before_created_at": FIRST_PAGE_AT,
@@ -340,12 +370,12 @@ class RawLayer:
         page.reverse()
         return page
 
-    async def get_chat(self, chat_id: UUID) -> Any:
+    async def get_chat(self, owner: UUID, chat_id: UUID) -> Any:
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(message_sql.SELECT_CHAT, [chat_id])
             return await cursor.fetchone()
 
-    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any:
+    async def update_todo(self, owner: UUID, todo_id: UUID, updates: dict[str, Any]) -> Any:
         params = {
             "todo_id": todo_id,
             **{f"set_{name}": name in updates for name in tasks.UPDATABLE_FIELDS},
@@ -356,7 +386,7 @@ class RawLayer:
             cursor = await conn.execute(tasks.UPDATE_TODO, params)
             return await cursor.fetchone()
 
-    async def run_execution(self, job: Job) -> Any:
+    async def run_execution(self, owner: UUID, job: Job) -> Any:
         params = {
             "agent_name": job.agent_name,
             "input": Jsonb(job.input),
@@ -367,6 +397,7 @@ class RawLayer:
             "priority": 0,
             "run_after": None,
             "dedupe_key": None,
+            "owner_id": None,
         }
         async with self.pool.connection() as conn, conn.transaction():
             await (await conn.execute(agents.queries.INSERT_EXECUTION, params)).fetchone()
@@ -389,7 +420,12 @@ class RawLayer:
             return await (await conn.execute(agents.queries.COMPLETE_EXECUTION, params)).fetchone()
 
     async def touch_session(
-        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+        self,
+        owner: UUID,
+        key: dict[str, Any],
+        username: str,
+        language_code: str,
+        patch: dict[str, Any],
     ) -> Any:
         params = {
             "thread_id": None,
@@ -407,13 +443,13 @@ class RawLayer:
             cursor = await conn.execute(telegram.MERGE_DATA, params | {"patch": Jsonb(patch)})
             return await cursor.fetchone()
 
-    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
+    async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any:
         chat_ids = list({row["chat_id"] for row in rows})
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(message_sql.LOCK_CHATS_FOR_MESSAGES, [chat_ids])
             found = await cursor.fetchall()
-            owners = {chat_id: owner_id for chat_id, owner_id, _ in found}
-            clock: datetime = max(at for _, _, at in found)
+            owners = {row[0]: row[1] for row in found}
+            clock: datetime = max(row[2] for row in found)
             last_at: dict[UUID, datetime] = {}
             async with conn.cursor().copy(message_sql.COPY_MESSAGES) as copy:
                 copy.set_types(message_sql.COPY_MESSAGES_TYPES)
@@ -445,10 +481,13 @@ class AgentdbLayer:
     def __init__(self, db: DatabaseManager) -> None:
         self.db = db
 
+    def session(self, owner: UUID) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return self.db.session()
+
     async def add_message(
-        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+        self, owner: UUID, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
     ) -> Any:
-        async with self.db.session() as conn:
+        async with self.session(owner) as conn:
             return await messaging.add_message(
                 conn,
                 chat_id,
@@ -458,27 +497,27 @@ class AgentdbLayer:
                 metadata=metadata,
             )
 
-    async def list_messages(self, chat_id: UUID) -> Any:
-        async with self.db.session() as conn:
+    async def list_messages(self, owner: UUID, chat_id: UUID) -> Any:
+        async with self.session(owner) as conn:
             return await messaging.list_messages(conn, chat_id, limit=50)
 
-    async def get_chat(self, chat_id: UUID) -> Any:
-        async with self.db.session() as conn:
+    async def get_chat(self, owner: UUID, chat_id: UUID) -> Any:
+        async with self.session(owner) as conn:
             return await messaging.get_chat(conn, chat_id)
 
-    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any:
-        async with self.db.session() as conn:
+    async def update_todo(self, owner: UUID, todo_id: UUID, updates: dict[str, Any]) -> Any:
+        async with self.session(owner) as conn:
             return await tasks.update_todo(conn, todo_id, updates)
 
-    async def run_execution(self, job: Job) -> Any:
-        async with self.db.session() as conn:
+    async def run_execution(self, owner: UUID, job: Job) -> Any:
+        async with self.session(owner) as conn:
             await agents.enqueue_execution(
                 conn, agent_name=job.agent_name, input=job.input, chat_id=job.chat_id
             )
-        async with self.db.session() as conn:
+        async with self.session(owner) as conn:
             claimed = await agents.claim_next_execution(conn, worker_id=job.worker_id)
         assert claimed is not None
-        async with self.db.session() as conn:
+        async with self.session(owner) as conn:
             return await agents.complete_execution(
                 conn,
                 claimed.id,
@@ -490,18 +529,37 @@ class AgentdbLayer:
             )
 
     async def touch_session(
-        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+        self,
+        owner: UUID,
+        key: dict[str, Any],
+        username: str,
+        language_code: str,
+        patch: dict[str, Any],
     ) -> Any:
         session_key = telegram.SessionKey(**key)
-        async with self.db.session() as conn:
+        async with self.session(owner) as conn:
             await telegram.upsert_session(
                 conn, session_key, username=username, language_code=language_code
             )
             return await telegram.update_data(conn, session_key, patch)
 
-    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
-        async with self.db.session() as conn:
+    async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any:
+        async with self.session(owner) as conn:
             return await messaging.add_messages(conn, rows)
+
+
+class ScopedAgentdbLayer(AgentdbLayer):
+    """(d): (b)'s calls through a login of agentdb_app (row-level security applies), each
+    unit of work in `db.session(owner_id=owner)`.
+
+    An execution is claimed and completed in its owner's session too: RLS shows the claim
+    only that owner's queued runs, so each owner has a queue of its own, and the run
+    `run_execution` just enqueued is always in it. (A real worker claims across owners as
+    agentdb_worker, which RLS does not restrict; this measures the three steps under an
+    application login.)"""
+
+    def session(self, owner: UUID) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return self.db.session(owner_id=owner)
 
 
 class OrmLayerAdapter:
@@ -511,20 +569,20 @@ class OrmLayerAdapter:
         self.orm = orm
 
     async def add_message(
-        self, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
+        self, owner: UUID, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
     ) -> Any:
         return await self.orm.add_message(chat_id, role, content, token_count, metadata)
 
-    async def list_messages(self, chat_id: UUID) -> Any:
+    async def list_messages(self, owner: UUID, chat_id: UUID) -> Any:
         return await self.orm.list_messages(chat_id)
 
-    async def get_chat(self, chat_id: UUID) -> Any:
+    async def get_chat(self, owner: UUID, chat_id: UUID) -> Any:
         return await self.orm.get_chat(chat_id)
 
-    async def update_todo(self, todo_id: UUID, updates: dict[str, Any]) -> Any:
+    async def update_todo(self, owner: UUID, todo_id: UUID, updates: dict[str, Any]) -> Any:
         return await self.orm.update_todo(todo_id, updates)
 
-    async def run_execution(self, job: Job) -> Any:
+    async def run_execution(self, owner: UUID, job: Job) -> Any:
         await self.orm.enqueue_execution(job.agent_name, job.input, job.chat_id)
         claimed = await self.orm.claim_next_execution(job.worker_id)
         assert claimed is not None
@@ -538,14 +596,19 @@ class OrmLayerAdapter:
         )
 
     async def touch_session(
-        self, key: dict[str, Any], username: str, language_code: str, patch: dict[str, Any]
+        self,
+        owner: UUID,
+        key: dict[str, Any],
+        username: str,
+        language_code: str,
+        patch: dict[str, Any],
     ) -> Any:
         full_key = {"thread_id": None, "business_connection_id": None, "destiny": "default", **key}
         return await self.orm.upsert_session_and_update_data(
             full_key, username, language_code, patch
         )
 
-    async def add_messages(self, rows: Sequence[dict[str, Any]]) -> Any:
+    async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any:
         return await self.orm.add_messages(rows)
 
 
@@ -577,46 +640,52 @@ class Operation:
 
 
 def operations(data: Dataset, size: LayerSize) -> list[Operation]:
-    chat_ids = [chat_id for chat_id, _ in data.chats]
+    """The workload. Every call carries the owner of the rows it touches (known from the
+    data set, never looked up while timed), for (d)'s `db.session(owner_id=…)`."""
+    chats_of: dict[UUID, list[UUID]] = {}
+    for chat_id, owner in data.chats:
+        chats_of.setdefault(owner, []).append(chat_id)
 
     def add_message(rng: random.Random, count: int) -> list[Call]:
         calls: list[Call] = []
         for _ in range(count):
-            chat_id, topic = rng.choice(chat_ids), rng.randrange(len(TOPICS))
+            (chat_id, owner), topic = rng.choice(data.chats), rng.randrange(len(TOPICS))
             role = rng.choice(["user", "assistant"])
             content = message_text(rng, topic, role)
             metadata = {"source": rng.choice(["web", "telegram"]), "client": "bench"}
-
-            calls.append(bind("add_message", chat_id, role, content, len(content) // 4, metadata))
+            calls.append(
+                bind("add_message", owner, chat_id, role, content, len(content) // 4, metadata)
+            )
         return calls
 
     def list_messages(rng: random.Random, count: int) -> list[Call]:
-        picks = [rng.choice(chat_ids) for _ in range(count)]
-        return [bind("list_messages", chat_id) for chat_id in picks]
+        picks = [rng.choice(data.chats) for _ in range(count)]
+        return [bind("list_messages", owner, chat_id) for chat_id, owner in picks]
 
     def get_chat(rng: random.Random, count: int) -> list[Call]:
-        picks = [rng.choice(chat_ids) for _ in range(count)]
-        return [bind("get_chat", chat_id) for chat_id in picks]
+        picks = [rng.choice(data.chats) for _ in range(count)]
+        return [bind("get_chat", owner, chat_id) for chat_id, owner in picks]
 
     def update_todo(rng: random.Random, count: int) -> list[Call]:
         calls: list[Call] = []
         for _ in range(count):
-            todo_id = rng.choice(data.todo_ids)
+            todo_id, owner = rng.choice(data.todos)
             updates = {
                 "status": rng.choice(["pending", "in_progress", "done"]),
                 "priority": rng.randint(1, 5),
             }
-            calls.append(bind("update_todo", todo_id, updates))
+            calls.append(bind("update_todo", owner, todo_id, updates))
         return calls
 
     def run_execution(rng: random.Random, count: int) -> list[Call]:
         calls: list[Call] = []
         for _ in range(count):
             prompt, completion = rng.randrange(200, 8000), rng.randrange(20, 1500)
+            chat_id, owner = rng.choice(data.chats)
             job = Job(
                 agent_name=rng.choice(AGENTS),
                 input={"prompt": "continue the conversation", "temperature": 0.2},
-                chat_id=rng.choice(chat_ids),
+                chat_id=chat_id,
                 worker_id="bench-worker-1",
                 output={"text": "done", "finish_reason": "stop"},
                 model=rng.choice(MODELS),
@@ -624,23 +693,26 @@ def operations(data: Dataset, size: LayerSize) -> list[Operation]:
                 completion_tokens=completion,
                 cost_usd=Decimal(prompt * 15 + completion * 60).scaleb(-8),
             )
-            calls.append(bind("run_execution", job))
+            calls.append(bind("run_execution", owner, job))
         return calls
 
     def touch_session(rng: random.Random, count: int) -> list[Call]:
         calls: list[Call] = []
         for _ in range(count):
-            key = rng.choice(data.session_keys)
+            key, owner = rng.choice(data.sessions)
             language = rng.choice([code for code in LANGUAGES if code])
             username = f"user{key['telegram_user_id']}"
             patch = {"step": rng.randrange(10), "cart_items": rng.randrange(1, 6)}
-            calls.append(bind("touch_session", key, username, language, patch))
+            calls.append(bind("touch_session", owner, key, username, language, patch))
         return calls
 
     def add_messages(rng: random.Random, count: int) -> list[Call]:
         calls: list[Call] = []
         for _ in range(count):
-            targets = rng.sample(chat_ids, min(50, len(chat_ids)))
+            # One owner's import: up to 50 of the chats of the owner of a random chat (so
+            # owners with many chats import more often).
+            owner = rng.choice(data.chats)[1]
+            targets = rng.sample(chats_of[owner], min(50, len(chats_of[owner])))
             rows = []
             for i in range(size.bulk_rows):
                 role = "user" if i % 2 == 0 else "assistant"
@@ -654,7 +726,7 @@ def operations(data: Dataset, size: LayerSize) -> list[Operation]:
                         "metadata": {"source": "import"},
                     }
                 )
-            calls.append(bind("add_messages", rows))
+            calls.append(bind("add_messages", owner, rows))
         return calls
 
     return [
@@ -676,11 +748,20 @@ def operations(data: Dataset, size: LayerSize) -> list[Operation]:
 
 # Measuring --------------------------------------------------------------------------------
 
-LAYERS = ("a", "b", "c")
-LAYER_NAMES = {"a": "raw psycopg", "b": "agentdb", "c": "SQLAlchemy ORM"}
-COST_TARGET = 1.15  # b's time at most 1.15 x a's
-BULK_TARGET = 0.9  # b's bulk throughput at least 0.9 x a's (raw COPY)
+LAYERS = ("a", "b", "c", "d")
+LAYER_NAMES = {
+    "a": "raw psycopg",
+    "b": "agentdb",
+    "c": "SQLAlchemy ORM",
+    "d": "agentdb, RLS + owner session",
+}
+MAY_FAIL = ("d",)
+"""Layers whose refusal of an operation is a finding, not a broken benchmark: (d) runs
+agentdb under row-level security, where the server may refuse what the owner may do."""
+COST_TARGET = 1.15  # b's (and d's) time at most 1.15 x a's
+BULK_TARGET = 0.9  # b's (and d's) bulk throughput at least 0.9 x a's (raw COPY)
 SPEED_TARGETS = {"read": 1.2, "write": 1.5, "bulk": 1.5}  # b at least this much faster than c
+APP_LOGIN = "bench_app"  # (d)'s login, a member of agentdb_app
 
 
 @dataclass
@@ -689,6 +770,8 @@ class OperationResult:
     calls_per_round: int
     seconds: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LAYERS})
     cpu_seconds: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LAYERS})
+    failed: dict[str, str] = field(default_factory=dict)
+    """Layers that could not run the operation (the error); the others ran without them."""
 
     def ops_per_second(self, layer: str) -> float:
         units = self.calls_per_round * self.operation.per_call
@@ -698,17 +781,33 @@ class OperationResult:
         """Median client CPU time (s) of one call: the Python side of the layer, no waiting."""
         return statistics.median(self.cpu_seconds[layer]) / self.calls_per_round
 
-    def cost(self) -> float:
-        """Median over rounds of b's time / a's time (the layer's overhead over raw psycopg)."""
+    def ratio(self, numerator: str, denominator: str) -> float | None:
+        """Median over rounds of one layer's time / another's (None if either failed)."""
+        if numerator in self.failed or denominator in self.failed:
+            return None
         return statistics.median(
-            b / a for a, b in zip(self.seconds["a"], self.seconds["b"], strict=True)
+            n / d for n, d in zip(self.seconds[numerator], self.seconds[denominator], strict=True)
         )
 
+    def cost(self) -> float:
+        """b/a: agentdb's overhead over raw psycopg."""
+        value = self.ratio("b", "a")
+        assert value is not None
+        return value
+
     def speedup(self) -> float:
-        """Median over rounds of c's time / b's time (how much faster agentdb is than the ORM)."""
-        return statistics.median(
-            c / b for b, c in zip(self.seconds["b"], self.seconds["c"], strict=True)
-        )
+        """c/b: how much faster agentdb is than the ORM."""
+        value = self.ratio("c", "b")
+        assert value is not None
+        return value
+
+    def rls_cost(self) -> float | None:
+        """d/a: agentdb under RLS in owner-scoped sessions over raw psycopg as superuser."""
+        return self.ratio("d", "a")
+
+    def scope_cost(self) -> float | None:
+        """d/b: what the RLS login and `session(owner_id=…)` add to agentdb."""
+        return self.ratio("d", "b")
 
     def cost_target(self) -> float:
         return 1 / BULK_TARGET if self.operation.kind == "bulk" else COST_TARGET
@@ -718,11 +817,15 @@ class OperationResult:
 
     def misses(self) -> list[str]:
         found = []
-        if self.cost() > self.cost_target():
-            found.append(
-                f"b/a time {self.cost():.2f} > {self.cost_target():.2f}"
-                f" ({(self.cost() / self.cost_target() - 1) * 100:.0f}% over)"
-            )
+        target = self.cost_target()
+        for layer, value in (("b", self.cost()), ("d", self.rls_cost())):
+            if layer in self.failed:
+                found.append(f"({layer}) fails: {self.failed[layer]}")
+            elif value is not None and value > target:
+                found.append(
+                    f"{layer}/a time {value:.2f} > {target:.2f}"
+                    f" ({(value / target - 1) * 100:.0f}% over)"
+                )
         if self.speedup() < self.speed_target():
             found.append(
                 f"c/b time {self.speedup():.2f} < {self.speed_target():.2f}"
@@ -739,6 +842,11 @@ async def run_round(calls: Sequence[Call], layer: Layer) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:160]}"
+
+
 async def measure(
     layers: dict[str, Layer],
     operation: Operation,
@@ -747,21 +855,28 @@ async def measure(
     seed: int,
     admin: psycopg_pool.AsyncConnectionPool[Any],
 ) -> OperationResult:
-    """`rounds` rounds; in each, the same `per_round` calls go through a, b and c in an order
-    that rotates from round to round. Rounds are short so that a burst of noise on the
+    """`rounds` rounds; in each, the same `per_round` calls go through every layer in an
+    order that rotates from round to round. Rounds are short so that a burst of noise on the
     machine spoils one round of one layer, which the medians then ignore."""
     rng = random.Random(seed)
     result = OperationResult(operation, calls_per_round=per_round)
     # Warm up: prepared statements (psycopg prepares on the 5th run), asyncpg's statement
-    # cache, SQLAlchemy's compiled cache, the server's buffers.
+    # cache, SQLAlchemy's compiled cache, the server's buffers. A layer of MAY_FAIL that the
+    # database refuses here is reported as failing and left out of the rounds.
     warm = operation.make_calls(rng, 1 if operation.kind == "bulk" else 12)
     for key in LAYERS:
-        await run_round(warm, layers[key])
+        try:
+            await run_round(warm, layers[key])
+        except AgentDBError as error:
+            if key not in MAY_FAIL:
+                raise
+            result.failed[key] = one_line(error)
+    running = tuple(key for key in LAYERS if key not in result.failed)
     gc.collect()
     for number in range(rounds):
         calls = operation.make_calls(rng, per_round)
-        order = LAYERS[number % 3 :] + LAYERS[: number % 3]
-        for key in order:
+        shift = number % len(running)
+        for key in running[shift:] + running[:shift]:
             if operation.before_each:
                 async with admin.connection() as conn:
                     for statement in operation.before_each:
@@ -772,12 +887,27 @@ async def measure(
     return result
 
 
+def create_app_login(conninfo: str, name: str) -> str:
+    """A LOGIN role `name` in agentdb_app (unless it exists), made as the superuser of
+    `conninfo`; returns the conninfo that logs in as it."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [name]
+        ).fetchone()
+        if found is None:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE agentdb_app").format(sql.Identifier(name))
+            )
+    return make_conninfo(conninfo, user=name)
+
+
 async def measure_all(
-    conninfo: str, asyncpg_url: str, data: Dataset, size: LayerSize
+    conninfo: str, app_conninfo: str, asyncpg_url: str, data: Dataset, size: LayerSize
 ) -> list[OperationResult]:
     from app.bench.orm import OrmLayer, make_engine
 
     config = DatabaseConfig(url=conninfo, min_pool_size=1, max_pool_size=2)
+    app_config = DatabaseConfig(url=app_conninfo, min_pool_size=1, max_pool_size=2)
     raw_pool = psycopg_pool.AsyncConnectionPool(
         conninfo,
         min_size=1,
@@ -790,11 +920,12 @@ async def measure_all(
     results = []
     try:
         await raw_pool.open(wait=True)
-        async with DatabaseManager(config) as db:
+        async with DatabaseManager(config) as db, DatabaseManager(app_config) as app_db:
             layers: dict[str, Layer] = {
                 "a": RawLayer(raw_pool),
                 "b": AgentdbLayer(db),
                 "c": OrmLayerAdapter(OrmLayer(engine)),
+                "d": ScopedAgentdbLayer(app_db),
             }
             for index, operation in enumerate(operations(data, size)):
                 bulk = operation.kind == "bulk"
@@ -809,7 +940,12 @@ async def measure_all(
                 )
                 print(
                     f"  {operation.name}: "
-                    + ", ".join(f"{k} {result.ops_per_second(k):,.0f}/s" for k in LAYERS)
+                    + ", ".join(
+                        f"{k} fails ({result.failed[k]})"
+                        if k in result.failed
+                        else f"{k} {result.ops_per_second(k):,.0f}/s"
+                        for k in LAYERS
+                    )
                     + f" ({time.perf_counter() - started:.1f} s)",
                     flush=True,
                 )
@@ -823,6 +959,12 @@ async def measure_all(
 # Reporting --------------------------------------------------------------------------------
 
 
+def ratio_cell(value: float | None, target: float | None = None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" + (f" (≤ {target:.2f})" if target is not None else "")
+
+
 def report_table(results: Sequence[OperationResult]) -> str:
     rows = []
     for r in results:
@@ -832,10 +974,13 @@ def report_table(results: Sequence[OperationResult]) -> str:
             [
                 r.operation.name,
                 r.operation.kind,
-                f"{r.ops_per_second('a'):,.0f}{unit}",
-                f"{r.ops_per_second('b'):,.0f}{unit}",
-                f"{r.ops_per_second('c'):,.0f}{unit}",
-                f"{r.cost():.2f} (≤ {r.cost_target():.2f})",
+                *(
+                    "fails" if k in r.failed else f"{r.ops_per_second(k):,.0f}{unit}"
+                    for k in LAYERS
+                ),
+                ratio_cell(r.cost(), r.cost_target()),
+                ratio_cell(r.rls_cost(), r.cost_target()),
+                ratio_cell(r.scope_cost()),
                 f"{r.speedup():.2f}x (≥ {r.speed_target():.1f})",
                 "yes" if not misses else "**no**",
             ]
@@ -844,10 +989,10 @@ def report_table(results: Sequence[OperationResult]) -> str:
         [
             "operation",
             "kind",
-            "(a) raw psycopg ops/s",
-            "(b) agentdb ops/s",
-            "(c) SQLAlchemy ORM ops/s",
+            *(f"({k}) {LAYER_NAMES[k]} ops/s" for k in LAYERS),
             "b/a time",
+            "d/a time",
+            "d/b time",
             "b faster than c",
             "targets met",
         ],
@@ -859,10 +1004,25 @@ def cpu_table(results: Sequence[OperationResult]) -> str:
     """Client CPU per call: the Python work of each layer, without the waits on the server."""
     rows = []
     for r in results:
-        a, b, c = (r.cpu_per_call(k) * 1e6 for k in LAYERS)
-        rows.append([r.operation.name, f"{a:,.0f}", f"{b:,.0f}", f"{c:,.0f}", f"{b - a:+,.0f}"])
+        cpu = {k: None if k in r.failed else r.cpu_per_call(k) * 1e6 for k in LAYERS}
+        a, b, c, d = (cpu[k] for k in LAYERS)
+        assert a is not None and b is not None and c is not None
+        rows.append(
+            [
+                r.operation.name,
+                *("—" if value is None else f"{value:,.0f}" for value in (a, b, c, d)),
+                f"{b - a:+,.0f}",
+                "—" if d is None else f"{d - b:+,.0f}",
+            ]
+        )
     return markdown_table(
-        ["operation", "(a) CPU µs/op", "(b) CPU µs/op", "(c) CPU µs/op", "b - a µs"], rows
+        [
+            "operation",
+            *(f"({k}) CPU µs/op" for k in LAYERS),
+            "b - a µs",
+            "d - b µs",
+        ],
+        rows,
     )
 
 
@@ -876,12 +1036,32 @@ def plot(results: Sequence[OperationResult], title: str) -> str | None:
         return None
     names = [r.operation.name.replace(" (page of 50)", "").replace(" + ", "+\n") for r in results]
     positions = range(len(results))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    left.bar(positions, [r.cost() for r in results], color="tab:blue")
-    for i, r in enumerate(results):
-        left.hlines(r.cost_target(), i - 0.4, i + 0.4, colors="tab:red", linestyles="--")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.38
+    left.bar(
+        [i - width / 2 for i in positions],
+        [r.cost() for r in results],
+        width,
+        color="tab:blue",
+        label="b/a: agentdb",
+    )
+    rls = [r.rls_cost() for r in results]
+    left.bar(
+        [i + width / 2 for i in positions],
+        [float("nan") if value is None else value for value in rls],
+        width,
+        color="tab:orange",
+        label="d/a: agentdb, RLS login + session(owner_id)",
+    )
+    for i, (r, value) in enumerate(zip(results, rls, strict=True)):
+        left.hlines(r.cost_target(), i - 0.45, i + 0.45, colors="tab:red", linestyles="--")
+        if value is None:
+            left.text(i + width / 2, 0.05, "fails", rotation=90, ha="center", fontsize=7)
     left.axhline(1.0, color="grey", linewidth=0.8)
-    left.set_title("b/a: agentdb time / raw psycopg time (lower is better; red: target)")
+    left.set_title("time / raw psycopg time (lower is better; red: target)")
+    tallest = max([r.cost() for r in results] + [value for value in rls if value is not None])
+    left.set_ylim(0, max(tallest, *(r.cost_target() for r in results)) * 1.22)
+    left.legend(fontsize=7, loc="upper left", ncols=2)
     right.bar(positions, [r.speedup() for r in results], color="tab:green")
     for i, r in enumerate(results):
         right.hlines(r.speed_target(), i - 0.4, i + 0.4, colors="tab:red", linestyles="--")
@@ -923,6 +1103,7 @@ def run(size: LayerSize = FULL) -> str:
             server_version = conn.info.server_version
         conninfo = make_conninfo(server_url, dbname="bench_layer")
         Migrator(conninfo).apply()
+        app_conninfo = create_app_login(conninfo, APP_LOGIN)
         data = asyncio.run(load(conninfo, size, rng))
         gc.collect()
         gc.freeze()  # the data set's objects are never garbage: keep them out of every collection
@@ -935,7 +1116,7 @@ def run(size: LayerSize = FULL) -> str:
         parts = conninfo_to_dict(server_url)
         port = int(str(parts["port"])) if parts.get("port") else None
         orm_url = asyncpg_url(str(parts["host"]), port, "bench_layer")
-        results = asyncio.run(measure_all(conninfo, orm_url, data, size))
+        results = asyncio.run(measure_all(conninfo, app_conninfo, orm_url, data, size))
     elapsed = time.perf_counter() - started
     major, minor = divmod(server_version, 10_000)
     summary = (
@@ -950,8 +1131,12 @@ def run(size: LayerSize = FULL) -> str:
         f"PostgreSQL {major}.{minor} (embedded, Unix socket), {versions()};"
         f" {elapsed:.0f} s in all\n\n"
         + report_table(results)
-        + "\n\nops/s: median over rounds. b/a time and c/b (b faster than c): medians of the"
-        " per-round time ratios (each round runs the same inputs through a, b and c).\n\n"
+        + "\n\nops/s: median over rounds. b/a, d/a, d/b time and c/b (b faster than c): medians"
+        " of the per-round time ratios (each round runs the same inputs through a, b, c and d)."
+        f" (d) logs in as {APP_LOGIN}, a member of agentdb_app, so row-level security applies,"
+        " and runs each unit of work in db.session(owner_id=<the rows' owner>); a, b and c log"
+        " in as the superuser. d/a has b/a's target; d/b (no target) is what RLS and the scoped"
+        " session cost agentdb.\n\n"
         "Where the time goes: client CPU per operation (median; the rest is waiting on the"
         " server)\n\n"
         + cpu_table(results)
