@@ -1,20 +1,60 @@
-"""The `agentdb` command: migrations, the embedded server, psql."""
+"""The `agentdb` command: migrations, the embedded server, psql, roles and erasure."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from app.database import embedded
 from app.database.config import DatabaseConfig
-from app.database.errors import AgentDBError
+from app.database.errors import AgentDBError, translate
 from app.database.migrations import MigrationError, Migrator, new_migration, verify
+from app.database.validation import as_uuid
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from app.audit import ErasureReport
+
+# The group roles of `agentdb grant` (created by migration 0011), by option.
+GROUP_ROLES = {"app": "agentdb_app", "worker": "agentdb_worker", "readonly": "agentdb_readonly"}
+
+# Whether the role exists, may log in, and is a member of the group already (directly: a
+# superuser "has" every role, which pg_has_role would report); and whether the group exists.
+SELECT_GRANT_TARGET = """
+SELECT role.rolcanlogin,
+       pg_catalog.to_regrole(%(group)s) IS NOT NULL,
+       EXISTS (
+           SELECT FROM pg_catalog.pg_auth_members AS membership
+           WHERE membership.member = role.oid
+             AND membership.roleid = pg_catalog.to_regrole(%(group)s)
+       )
+FROM pg_catalog.pg_roles AS role
+WHERE role.rolname = %(role)s
+"""
+
+# The role names vary: both are quoted by sql.Identifier (the group from GROUP_ROLES).
+GRANT_GROUP_ROLE = sql.SQL("GRANT {group} TO {role}")
+
+# A grant changes a row of pg_auth_members: the event names that catalog as its table.
+RECORD_GRANT = """
+SELECT audit.record_event('grant', 'pg_catalog', 'pg_auth_members', NULL, %(details)s)
+"""
+
+# `--older-than` of purge-deleted: a number of days, hours or minutes.
+DURATION = re.compile(r"([0-9]{1,7})([dhm])")
+DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +160,29 @@ def _parser() -> argparse.ArgumentParser:
         )
     seed.add_argument("--embeddings", action="store_true", help="give messages embeddings")
     seed.add_argument("--random-seed", type=int, default=42, help="same seed, same data")
+
+    grant = command(
+        "grant", "make a login role a member of agentdb_app, _worker or _readonly", _grant
+    )
+    grant.add_argument("login_role", metavar="LOGIN_ROLE", help="an existing role with LOGIN")
+    group = grant.add_mutually_exclusive_group(required=True)
+    for option, role in GROUP_ROLES.items():
+        group.add_argument(
+            f"--{option}", dest="group", action="store_const", const=role, help=f"join {role}"
+        )
+
+    erase = command(
+        "erase-owner", "hard-delete every row of one owner, in every table (audited)", _erase
+    )
+    erase.add_argument("owner_id", metavar="UUID", help="the owner to erase")
+    erase.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+
+    purge = command(
+        "purge-deleted",
+        "hard-delete rows soft-deleted longer ago than --older-than (audited)",
+        _purge,
+    )
+    purge.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h or 90m")
     return parser
 
 
@@ -244,6 +307,87 @@ def _seed(args: argparse.Namespace) -> int:
     created = asyncio.run(seed(config, size, progress=sys.stderr.isatty()))
     print("seeded " + ", ".join(f"{count} {kind}" for kind, count in created.items()))
     return 0
+
+
+def _grant(args: argparse.Namespace) -> int:
+    role: str = args.login_role
+    group: str = args.group
+    with psycopg.connect(_conninfo(args), autocommit=True) as conn:
+        target = conn.execute(SELECT_GRANT_TARGET, {"role": role, "group": group}).fetchone()
+        if target is None:
+            return _fail(f"role {role!r} does not exist: create it first (CREATE ROLE … LOGIN)")
+        can_login, group_exists, is_member = target
+        if not group_exists:
+            return _fail(f"role {group} does not exist: run `agentdb migrate`")
+        if not can_login:
+            return _fail(f"role {role!r} is not a login role (it has NOLOGIN)")
+        if is_member:
+            print(f"{role} is already a member of {group}")
+            return 0
+        grant = GRANT_GROUP_ROLE.format(group=sql.Identifier(group), role=sql.Identifier(role))
+        try:
+            with conn.transaction():  # the grant and its audit event, or neither
+                conn.execute(grant)
+                conn.execute(RECORD_GRANT, {"details": Jsonb({"role": role, "group": group})})
+        except psycopg.Error as error:  # no right to grant, no audit schema: say so
+            raise translate(error) from None
+    print(f"granted {group} to {role}")
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    import asyncio
+
+    owner_id = as_uuid(args.owner_id, "owner_id")
+    if not args.yes:
+        return _fail(
+            f"erase-owner deletes every row of owner {owner_id} for good: pass --yes to confirm"
+        )
+    report = asyncio.run(_erase_owner(_config(args), owner_id))
+    _print_counts(report.deleted)
+    total = sum(report.deleted.values())
+    print(f"erased owner {owner_id}: {total} rows (audit event {report.event_id})")
+    return 0
+
+
+async def _erase_owner(config: DatabaseConfig, owner_id: UUID) -> ErasureReport:
+    from app.audit import erase_owner
+    from app.database import DatabaseManager
+
+    async with DatabaseManager(config) as db, db.connection() as conn:
+        return await erase_owner(conn, owner_id)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    match = DURATION.fullmatch(args.older_than.strip())
+    if match is None:
+        return _fail(
+            f"--older-than: {args.older_than!r} is not a number of days, hours or minutes "
+            "(e.g. 30d, 12h, 90m)"
+        )
+    older_than = timedelta(**{DURATION_UNITS[match[2]]: int(match[1])})
+    if older_than <= timedelta(0):
+        return _fail("--older-than: must be more than 0")
+    purged = asyncio.run(_purge_deleted(_config(args), older_than))
+    _print_counts(purged)
+    print(f"purged {sum(purged.values())} rows soft-deleted more than {match[0]} ago")
+    return 0
+
+
+async def _purge_deleted(config: DatabaseConfig, older_than: timedelta) -> dict[str, int]:
+    from app.audit import purge_deleted
+    from app.database import DatabaseManager
+
+    async with DatabaseManager(config) as db, db.connection() as conn:
+        return await purge_deleted(conn, older_than=older_than)
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    width = max((len(table) for table in counts), default=5)
+    for table, count in counts.items():
+        print(f"{table:<{width}}  {count}")
 
 
 def _bench(args: argparse.Namespace) -> int:
