@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from app import agents, messaging, tasks, telegram
+from app import agents, audit, messaging, tasks, telegram
 from app.database import AgentDBError, DatabaseConfig, DatabaseManager, InvalidInputError
 from app.messaging import EMBEDDING_DIMENSIONS
 
@@ -71,6 +71,7 @@ PLAUSIBLE: dict[str, Callable[[], Any]] = {
     "since": lambda: datetime(2024, 1, 1, tzinfo=UTC),
     "state": lambda: "Form:name",
     "status": lambda: "pending",
+    "table_name": lambda: "chats",
     "statuses": lambda: ["pending"],
     "title": lambda: "A title",
     "todo_id": uuid4,
@@ -115,7 +116,7 @@ GARBAGE: list[tuple[str, Callable[[], Any]]] = [
 
 FUNCTIONS = [
     (f"{module.__name__}.{name}", getattr(module, name))
-    for module in (messaging, tasks, agents, telegram)
+    for module in (messaging, tasks, agents, telegram, audit)
     for name in module.__all__
     if inspect.iscoroutinefunction(getattr(module, name))
 ]

@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from app import agents, messaging, tasks, telegram
+from app import agents, audit, messaging, tasks, telegram
 from app.agents import queries as agent_queries
+from app.audit import queries as audit_queries
 from app.messaging import queries as message_queries
 from app.messaging import search as message_search
 from app.tasks import queries as todo_queries
@@ -28,6 +29,7 @@ COLUMN_LISTS: list[tuple[str, type[BaseModel], tuple[str, ...]]] = [
     (todo_queries.TODO_COLUMNS, tasks.Todo, ()),
     (session_queries.SESSION_COLUMNS, telegram.TelegramSession, ()),
     (agent_queries.EXECUTION_COLUMNS, agents.Execution, ()),
+    (audit_queries.AUDIT_EVENT_COLUMNS, audit.AuditEvent, ()),
 ]
 MODULES: list[ModuleType] = [
     message_queries,
@@ -35,6 +37,7 @@ MODULES: list[ModuleType] = [
     todo_queries,
     session_queries,
     agent_queries,
+    audit_queries,
 ]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 
