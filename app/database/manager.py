@@ -39,14 +39,15 @@ SELECT pg_catalog.set_config('TimeZone', 'UTC', false),
        pg_catalog.set_config('statement_timeout', %s, false)
 """
 
-# What db.session(owner_id=…, actor=…) sets for its transaction only (is_local = true):
-# row-level security reads agentdb.owner_id, the audit triggers agentdb.actor. Sent with
-# BEGIN as one simple query, so a scoped session costs no more round trips than a plain one
-# (and less client work than a pipeline). The simple protocol takes no parameters: the two
-# validated values are quoted by psycopg's sql.Literal.
-BEGIN_SCOPED = sql.SQL(
-    "BEGIN; SELECT pg_catalog.set_config('agentdb.owner_id', {}, true), "
-    "pg_catalog.set_config('agentdb.actor', {}, true)"
+# What db.session(owner_id=…, actor=…) sets for its transaction only (SET LOCAL, which is
+# set_config(…, true) as a utility command: nothing to plan): row-level security reads
+# agentdb.owner_id, the audit triggers agentdb.actor. Sent with BEGIN as one simple query,
+# so a scoped session costs no more round trips than a plain one, and the server parses
+# three utility commands instead of planning a SELECT. The simple protocol takes no
+# parameters: the validated values are quoted by psycopg's sql.Literal.
+BEGIN_FOR_OWNER = sql.SQL("BEGIN; SET LOCAL agentdb.owner_id = {}")
+BEGIN_FOR_OWNER_AND_ACTOR = sql.SQL(
+    "BEGIN; SET LOCAL agentdb.owner_id = {}; SET LOCAL agentdb.actor = {}"
 )
 
 CHECK_IDLE_SECONDS = 0.5
@@ -254,9 +255,14 @@ class DatabaseManager:
 
 @functools.lru_cache(maxsize=4096)
 def scoped_begin(owner: str, actor: str) -> bytes:
-    """BEGIN_SCOPED for these values, quoted once (a service serves the same owners again and
-    again; composing the query costs more than the rest of the call)."""
-    return BEGIN_SCOPED.format(sql.Literal(owner), sql.Literal(actor)).as_bytes(None)
+    """The BEGIN of a scoped session, quoted once per (owner, actor): a service serves the
+    same owners again and again, and composing costs more than the rest of the call. An
+    empty actor is left unset (a setting made local to a transaction ends with it)."""
+    if actor:
+        query = BEGIN_FOR_OWNER_AND_ACTOR.format(sql.Literal(owner), sql.Literal(actor))
+    else:
+        query = BEGIN_FOR_OWNER.format(sql.Literal(owner))
+    return query.as_bytes(None)
 
 
 def _has_input(conn: Connection) -> bool:
