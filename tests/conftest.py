@@ -103,6 +103,22 @@ def database_url(server_url: str, clones: Clones) -> Iterator[str]:
     _drop_database(server_url, url)
 
 
+@pytest.fixture(scope="module")
+def shared_database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """One migrated database for a whole test module, for tests that write nothing (bad
+    input) or only rows of their own: a clone per test would cost more than the test."""
+    name = f"test_shared_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE)
+            )
+        )
+    url = make_conninfo(server_url, dbname=name)
+    yield url
+    _drop_database(server_url, url)
+
+
 @pytest.fixture
 def empty_database_url(server_url: str) -> Iterator[str]:
     """A fresh database with nothing in it, for migration tests."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NotRequired, get_args, get_origin, get_type_hints
 from uuid import UUID, uuid4
@@ -15,8 +14,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app import messaging
 from app.database import (
@@ -48,22 +45,6 @@ VALUES (%s, %s, 'user', 'not mine')
 """
 
 A_DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def shared_database_url(server_url: str, template_url: str) -> Iterator[str]:
-    """One migrated database for the whole module, for tests that must write nothing (bad
-    input) or only rows of their own: a clone per test would cost more than the test."""
-    name = f"test_messaging_{secrets.token_hex(4)}"
-    template = str(conninfo_to_dict(template_url)["dbname"])
-    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(template)
-    )
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(create)
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ error), and a refusal of input names the argument it refused."""
 from __future__ import annotations
 
 import inspect
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,8 +14,6 @@ from uuid import uuid4
 import numpy as np
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app import agents, audit, messaging, tasks, telegram
 from app.database import AgentDBError, DatabaseConfig, DatabaseManager, InvalidInputError
@@ -120,23 +117,6 @@ FUNCTIONS = [
     for name in module.__all__
     if inspect.iscoroutinefunction(getattr(module, name))
 ]
-
-
-@pytest.fixture(scope="module")
-def shared_database_url(server_url: str, template_url: str) -> Iterator[str]:
-    """One migrated database for the module's thousands of calls (what they write is junk
-    nobody reads)."""
-    name = f"test_api_{secrets.token_hex(4)}"
-    template = str(conninfo_to_dict(template_url)["dbname"])
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        )
-    yield make_conninfo(server_url, dbname=name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_every_parameter_of_every_public_function_has_a_plausible_value() -> None:
