@@ -20,9 +20,12 @@ ALTER TABLE messaging.messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tasks.todos ENABLE ROW LEVEL SECURITY;
 ALTER TABLE agents.executions ENABLE ROW LEVEL SECURITY;
 
+-- Three policies per table: (name suffix, the rest of the policy, its comment). Roles,
+-- commands and expressions are constants here; only the names vary (quoted by format's %I).
 DO $$
 DECLARE
     target record;
+    policy record;
     policy_name text;
 BEGIN
     FOR target IN
@@ -30,48 +33,35 @@ BEGIN
                               ('tasks', 'todos'), ('agents', 'executions'))
             AS owner_tables (schema_name, table_name)
     LOOP
-        policy_name := 'pol_' || target.table_name || '_app_owner';
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_policies
-                       WHERE schemaname = target.schema_name
-                         AND tablename = target.table_name
-                         AND policyname = policy_name) THEN
-            EXECUTE pg_catalog.format(
-                'CREATE POLICY %I ON %I.%I FOR ALL TO agentdb_app '
-                'USING (owner_id = NULLIF(current_setting(''agentdb.owner_id'', true), '''')::uuid) '
-                'WITH CHECK (owner_id = NULLIF(current_setting(''agentdb.owner_id'', true), '''')::uuid)',
-                policy_name, target.schema_name, target.table_name);
-            EXECUTE pg_catalog.format(
-                'COMMENT ON POLICY %I ON %I.%I IS %L', policy_name, target.schema_name,
-                target.table_name,
-                'agentdb_app reads and writes only rows whose owner_id is the transaction''s '
-                'agentdb.owner_id; none without one.');
-        END IF;
-
-        policy_name := 'pol_' || target.table_name || '_worker_all';
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_policies
-                       WHERE schemaname = target.schema_name
-                         AND tablename = target.table_name
-                         AND policyname = policy_name) THEN
-            EXECUTE pg_catalog.format(
-                'CREATE POLICY %I ON %I.%I FOR ALL TO agentdb_worker USING (true) WITH CHECK (true)',
-                policy_name, target.schema_name, target.table_name);
-            EXECUTE pg_catalog.format(
-                'COMMENT ON POLICY %I ON %I.%I IS %L', policy_name, target.schema_name,
-                target.table_name, 'agentdb_worker works on every owner''s rows.');
-        END IF;
-
-        policy_name := 'pol_' || target.table_name || '_readonly_all';
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_policies
-                       WHERE schemaname = target.schema_name
-                         AND tablename = target.table_name
-                         AND policyname = policy_name) THEN
-            EXECUTE pg_catalog.format(
-                'CREATE POLICY %I ON %I.%I FOR SELECT TO agentdb_readonly USING (true)',
-                policy_name, target.schema_name, target.table_name);
-            EXECUTE pg_catalog.format(
-                'COMMENT ON POLICY %I ON %I.%I IS %L', policy_name, target.schema_name,
-                target.table_name, 'agentdb_readonly reads every row.');
-        END IF;
+        FOR policy IN
+            SELECT * FROM (VALUES
+                ('_app_owner',
+                 'FOR ALL TO agentdb_app '
+                 'USING (owner_id = NULLIF(current_setting(''agentdb.owner_id'', true), '''')::uuid) '
+                 'WITH CHECK (owner_id = NULLIF(current_setting(''agentdb.owner_id'', true), '''')::uuid)',
+                 'agentdb_app reads and writes only rows whose owner_id is the transaction''s '
+                 'agentdb.owner_id; none without one.'),
+                ('_worker_all',
+                 'FOR ALL TO agentdb_worker USING (true) WITH CHECK (true)',
+                 'agentdb_worker works on every owner''s rows.'),
+                ('_readonly_all',
+                 'FOR SELECT TO agentdb_readonly USING (true)',
+                 'agentdb_readonly reads every row.')
+            ) AS policies (suffix, definition, description)
+        LOOP
+            policy_name := 'pol_' || target.table_name || policy.suffix;
+            IF NOT EXISTS (SELECT FROM pg_catalog.pg_policies
+                           WHERE schemaname = target.schema_name
+                             AND tablename = target.table_name
+                             AND policyname = policy_name) THEN
+                EXECUTE pg_catalog.format('CREATE POLICY %I ON %I.%I ', policy_name,
+                                          target.schema_name, target.table_name)
+                        || policy.definition;
+                EXECUTE pg_catalog.format('COMMENT ON POLICY %I ON %I.%I IS %L', policy_name,
+                                          target.schema_name, target.table_name,
+                                          policy.description);
+            END IF;
+        END LOOP;
     END LOOP;
 END
 $$;
