@@ -431,6 +431,82 @@ async def test_row_level_security_keeps_every_querys_index(
         assert restricted == unrestricted, name
 
 
+PLAN_ROWS = re.compile(r"on messages .*?rows=(\d+)")
+
+
+async def estimated_messages(conn: Conn, chat_id: UUID) -> int:
+    """The planner's estimate of the rows list_messages reads from messaging.messages."""
+    infinity, last = datetime(9999, 1, 1, tzinfo=UTC), UUID(int=(1 << 128) - 1)
+    statement = sql.SQL("EXPLAIN ") + sql.SQL(messaging.queries.SELECT_MESSAGES_PAGE)
+    params = {"chat_id": chat_id, "before_created_at": infinity, "before_id": last, "limit": 500}
+    cursor = await conn.execute(statement, params)
+    plan = "\n".join(row[0] for row in await cursor.fetchall())
+    found = PLAN_ROWS.search(plan)
+    assert found is not None, plan
+    return int(found.group(1))
+
+
+async def test_row_level_security_leaves_the_row_estimates_of_a_chats_messages_alone(
+    app_db: DatabaseManager, db: DatabaseManager
+) -> None:
+    # Forty owners with a chat of 50 messages each: without the statistics that say a chat
+    # decides its owner, the owner check would count as a second filter and the planner
+    # would expect a fortieth of the chat.
+    chats: dict[UUID, UUID] = {}
+    async with db.session() as admin:
+        for _ in range(40):
+            owner = uuid4()
+            chat = await messaging.create_chat(admin, owner_id=owner)
+            batch = [{"chat_id": chat.id, "role": "user", "content": "hi"}] * 50
+            await messaging.add_messages(admin, batch)
+            chats[owner] = chat.id
+    async with db.connection() as admin:
+        await admin.execute("ANALYZE messaging.messages")
+    owner, chat_id = next(iter(chats.items()))
+    async with db.session() as admin:
+        unrestricted = await estimated_messages(admin, chat_id)
+    async with app_db.session(owner_id=owner) as conn:
+        restricted = await estimated_messages(conn, chat_id)
+    assert unrestricted >= 10
+    assert restricted == unrestricted
+
+
+async def test_bulk_inserts_under_row_level_security_each_insert_only_their_own_batch(
+    app_db: DatabaseManager, db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    # COPY into an RLS table is refused: the batch goes through a temporary staging table,
+    # which each batch leaves empty (two in one transaction), and a rollback takes back.
+    a, b = owners
+    async with app_db.session(owner_id=a) as conn:
+        chat_id = await first_chat(conn, a)
+        for batch in ("first", "second"):
+            rows = [{"chat_id": chat_id, "role": "user", "content": batch}] * 3
+            assert await messaging.add_messages(conn, rows) == 3
+        staged = "SELECT count(*) FROM pg_temp.agentdb_staged_messages"
+        assert await scalar(conn, staged) == 0
+    with pytest.raises(RuntimeError):
+        async with app_db.session(owner_id=a) as conn:
+            await messaging.add_messages(
+                conn, [{"chat_id": chat_id, "role": "user", "content": "x"}]
+            )
+            raise RuntimeError("changed my mind")
+    async with db.session() as admin:
+        contents = await (
+            await admin.execute(
+                "SELECT content, count(*) FROM messaging.messages WHERE chat_id = %s GROUP BY 1",
+                [chat_id],
+            )
+        ).fetchall()
+        assert dict(contents) == {"a": 1, "b": 1, "first": 3, "second": 3}
+        other_chat = await first_chat(admin, b)
+    # owner b's chat is not found for owner a: nothing is written
+    with pytest.raises(NotFoundError):
+        async with app_db.session(owner_id=a) as conn:
+            rows = [{"chat_id": other_chat, "role": "user", "content": "sneaky"}]
+            await messaging.add_messages(conn, rows)
+    async with db.session() as admin:
+        assert await messaging.count_messages(admin, other_chat) == 2
+
 
 OWNER_TABLES_WITHOUT_APP_POLICY = """
 SELECT n.nspname || '.' || c.relname

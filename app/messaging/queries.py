@@ -144,8 +144,9 @@ RETURNING """
 # Before a bulk insert: each chat's owner (messages copy it), under the same lock
 # add_message takes, taken in id order so that two batches over the same chats cannot
 # deadlock. The clock is read over the locked rows (the last row's value is after every
-# lock), to stamp the batch; and whether row-level security applies to this role (COPY FROM
-# is refused under it, so such a batch goes in as one INSERT of unnested arrays instead).
+# lock), to stamp the batch; and whether row-level security applies to this role, with
+# whether this session has its staging table yet (COPY FROM is refused under RLS, so such a
+# batch is copied into the staging table and moved from there).
 LOCK_CHATS_FOR_MESSAGES = """
 WITH locked AS (
     SELECT id, owner_id
@@ -155,7 +156,9 @@ WITH locked AS (
     ORDER BY id
     FOR NO KEY UPDATE
 )
-SELECT id, owner_id, clock_timestamp(), pg_catalog.row_security_active('messaging.messages')
+SELECT id, owner_id, clock_timestamp(),
+       pg_catalog.row_security_active('messaging.messages'),
+       pg_catalog.to_regclass('pg_temp.agentdb_staged_messages') IS NOT NULL
 FROM locked
 """
 
@@ -177,15 +180,40 @@ COPY_MESSAGES_TYPES = [
     "timestamptz",
 ]
 
-# The same rows as COPY_MESSAGES, for a role under row-level security: one statement, every
-# column one binary array.
-INSERT_MESSAGES = """
+# Under row-level security, where COPY into messaging.messages is refused: the batch is
+# copied into a temporary table of the session (created on its first batch; temporary
+# tables are neither logged nor seen by other sessions), then moved with one INSERT …
+# SELECT, so every row passes the policy's WITH CHECK, the constraints and the triggers as
+# a COPY would. The move deletes what it reads: the staging table is empty again at once,
+# even for a second batch in the same transaction, and a rollback takes both back.
+CREATE_STAGED_MESSAGES = """
+CREATE TEMPORARY TABLE IF NOT EXISTS agentdb_staged_messages (
+    chat_id     uuid,
+    owner_id    uuid,
+    role        varchar(20),
+    content     text,
+    embedding   public.vector(1536),
+    token_count integer,
+    metadata    jsonb,
+    created_at  timestamptz
+)
+"""
+
+COPY_STAGED_MESSAGES = """
+COPY pg_temp.agentdb_staged_messages
+    (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+FROM STDIN (FORMAT BINARY)
+"""
+
+MOVE_STAGED_MESSAGES = """
+WITH staged AS (
+    DELETE FROM pg_temp.agentdb_staged_messages
+    RETURNING chat_id, owner_id, role, content, embedding, token_count, metadata, created_at
+)
 INSERT INTO messaging.messages
     (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, updated_at)
 SELECT chat_id, owner_id, role, content, embedding, token_count, metadata, created_at, created_at
-FROM unnest(%s::uuid[], %s::uuid[], %s::varchar[], %s::text[], %s::public.vector[],
-            %s::int4[], %s::jsonb[], %s::timestamptz[])
-    AS batch (chat_id, owner_id, role, content, embedding, token_count, metadata, created_at)
+FROM staged
 """
 
 UPDATE_CHATS_LAST_MESSAGE_AT = """
@@ -409,7 +437,8 @@ async def add_messages(
     conn: AsyncConnection[Any], messages: Sequence[MessageCreate | Mapping[str, Any]]
 ) -> int:
     """Insert many messages with one binary COPY (under row-level security, where COPY is
-    refused, one INSERT of binary arrays); return how many. All or nothing.
+    refused, a COPY into a temporary table and one INSERT from it); return how many. All or
+    nothing.
 
     Messages keep their order: each gets a created_at a microsecond after the one before
     (unless it brings its own). Every chat must exist and be live.
@@ -450,8 +479,13 @@ async def add_messages(
                 )
             )
         if found[0][3]:  # under row-level security
-            columns = [list(column) for column in zip(*values, strict=True)]
-            await conn.execute(INSERT_MESSAGES, columns, binary=True)
+            if not found[0][4]:
+                await conn.execute(CREATE_STAGED_MESSAGES)
+            async with conn.cursor().copy(COPY_STAGED_MESSAGES) as copy:
+                copy.set_types(COPY_MESSAGES_TYPES[:-1])
+                for value in values:
+                    await copy.write_row(value)
+            await conn.execute(MOVE_STAGED_MESSAGES)
         else:
             async with conn.cursor().copy(COPY_MESSAGES) as copy:
                 copy.set_types(COPY_MESSAGES_TYPES)
