@@ -1,4 +1,4 @@
-"""`agentdb bench layer`: one workload through four data layers, side by side.
+"""`agentdb bench layer`: one workload through five data layers, side by side.
 
 (a) raw psycopg: the same SQL statements as agentdb (the constants are imported from its
     modules), on the same kind of pool, with the same wire options (binary results where
@@ -13,21 +13,25 @@
     owner-scoped, with the owner of its chat or any owner). Executions are enqueued,
     claimed and completed in the owner's session: RLS limits the claim to that owner's
     queued runs, which always include the one just enqueued.
+(e) (a) as production would run it: through (d)'s login, each transaction begun for its
+    owner as agentdb begins one, and the bulk insert staged as agentdb stages it (COPY is
+    refused under RLS). The floor for (d), as (a) is for (b).
 
 (a), (b) and (c) log in as the superuser that owns the tables, to whom RLS does not apply.
-Every operation runs in its own transaction(s) in all four. The data set is loaded once on a
-throwaway server: owners with a long-tailed number of chats, chats with a long-tailed number
-of messages (no embeddings: add_message is measured without one, as messages usually arrive
-before their embedding), todos, mostly finished executions with a short queue, and Telegram
-sessions; every input carries its owner, so that (d) looks nothing up while it is timed.
-Each operation then runs several rounds; in every round the four layers run the same inputs
-one after the other, in an order that rotates, so that drift of the machine hits all alike.
-Reported: median ops/s per layer; the medians of the per-round time ratios b/a and d/a
-against the issue's cost target, c/b against its speed target, and d/b (what RLS and the
-scoped session cost); and each layer's client CPU per operation (what b adds to a on the
-Python side, d to b). A layer that cannot run an operation at all (say, a statement RLS
-refuses) is reported as failing it, and the others are measured without it. Writes
-bench-results/layer.md and layer.png.
+Every operation runs in its own transaction(s) in all five. The data set is loaded once on
+a throwaway server: owners with a long-tailed number of chats, chats with a long-tailed
+number of messages (no embeddings: add_message is measured without one, as messages usually
+arrive before their embedding), todos, mostly finished executions with a short queue, and
+Telegram sessions; every input carries its owner, so that (d) and (e) look nothing up while
+they are timed. Each operation then runs several rounds; in every round the five layers run
+the same inputs one after the other, in an order that rotates, so that drift of the machine
+hits all alike. Reported: median ops/s per layer; the medians of the per-round time ratios
+b/a, d/a and d/e against the issue's cost target, e/a (what row-level security and
+owner-scoped transactions cost the driver itself, the server's share of d/a) and c/b
+against its speed target; and each layer's client CPU per operation (what b adds to a on
+the Python side, d to e and to b). A layer that cannot run an operation at all (say, a
+statement RLS refuses) is reported as failing it, and the others are measured without it.
+Writes bench-results/layer.md and layer.png.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -341,6 +345,12 @@ class RawLayer:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
         self.pool = pool
 
+    @asynccontextmanager
+    async def unit(self, owner: UUID) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in one transaction (of `owner`'s rows: only (e) uses it)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
     async def add_message(
         self, owner: UUID, chat_id: UUID, role: str, content: str, token_count: int, metadata: Any
     ) -> Any:
@@ -352,7 +362,7 @@ class RawLayer:
             "token_count": token_count,
             "metadata": Jsonb(metadata),
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             cursor = await conn.execute(message_sql.INSERT_MESSAGE, params, binary=True)
             return await cursor.fetchone()
 
@@ -363,7 +373,7 @@ class RawLayer:
             "before_id": LAST_UUID,
             "limit": 51,
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             cursor = await conn.execute(message_sql.SELECT_MESSAGES_PAGE, params, binary=True)
             rows = await cursor.fetchall()
         page = rows[:50]
@@ -371,7 +381,7 @@ class RawLayer:
         return page
 
     async def get_chat(self, owner: UUID, chat_id: UUID) -> Any:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             cursor = await conn.execute(message_sql.SELECT_CHAT, [chat_id])
             return await cursor.fetchone()
 
@@ -382,7 +392,7 @@ class RawLayer:
             **dict.fromkeys(tasks.UPDATABLE_FIELDS),
             **updates,
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             cursor = await conn.execute(tasks.UPDATE_TODO, params)
             return await cursor.fetchone()
 
@@ -399,9 +409,9 @@ class RawLayer:
             "dedupe_key": None,
             "owner_id": None,
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             await (await conn.execute(agents.queries.INSERT_EXECUTION, params)).fetchone()
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             cursor = await conn.execute(
                 agents.queries.CLAIM_NEXT_EXECUTION,
                 {"worker_id": job.worker_id, "agent_names": None},
@@ -416,7 +426,7 @@ class RawLayer:
             "completion_tokens": job.completion_tokens,
             "cost_usd": job.cost_usd,
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             return await (await conn.execute(agents.queries.COMPLETE_EXECUTION, params)).fetchone()
 
     async def touch_session(
@@ -433,7 +443,7 @@ class RawLayer:
             "destiny": "default",
             **key,
         }
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             await (
                 await conn.execute(
                     telegram.UPSERT_SESSION,
@@ -445,14 +455,19 @@ class RawLayer:
 
     async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any:
         chat_ids = list({row["chat_id"] for row in rows})
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.unit(owner) as conn:
             cursor = await conn.execute(message_sql.LOCK_CHATS_FOR_MESSAGES, [chat_ids])
             found = await cursor.fetchall()
             owners = {row[0]: row[1] for row in found}
             clock: datetime = max(row[2] for row in found)
+            under_rls, staged = found[0][3], found[0][4]
+            if under_rls and not staged:
+                await conn.execute(message_sql.CREATE_STAGED_MESSAGES)
+            copy_sql = message_sql.COPY_STAGED_MESSAGES if under_rls else message_sql.COPY_MESSAGES
+            types = message_sql.COPY_MESSAGES_TYPES[: 8 if under_rls else 9]
             last_at: dict[UUID, datetime] = {}
-            async with conn.cursor().copy(message_sql.COPY_MESSAGES) as copy:
-                copy.set_types(message_sql.COPY_MESSAGES_TYPES)
+            async with conn.cursor().copy(copy_sql) as copy:
+                copy.set_types(types)
                 for offset, row in enumerate(rows):
                     at = clock + timedelta(microseconds=offset)
                     last_at[row["chat_id"]] = at
@@ -467,12 +482,42 @@ class RawLayer:
                             Jsonb(row["metadata"]),
                             at,
                             at,
-                        )
+                        )[: len(types)]
                     )
+            if under_rls:
+                await conn.execute(message_sql.MOVE_STAGED_MESSAGES)
             await conn.execute(
                 message_sql.UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())]
             )
         return len(rows)
+
+
+class ScopedRawLayer(RawLayer):
+    """(e): (a) through the login of (d), so row-level security applies, each transaction
+    begun for the owner of its rows the way agentdb begins it (BEGIN and SET LOCAL in one
+    round trip, composed once per owner), and the bulk insert staged as agentdb stages it
+    (COPY is refused under RLS). The floor for (d), as (a) is for (b)."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        super().__init__(pool)
+        self.begins: dict[UUID, bytes] = {}
+
+    @asynccontextmanager
+    async def unit(self, owner: UUID) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        begin = self.begins.get(owner)
+        if begin is None:
+            statement = sql.SQL("BEGIN; SET LOCAL agentdb.owner_id = {}").format(
+                sql.Literal(str(owner))
+            )
+            begin = self.begins[owner] = statement.as_bytes(None)
+        async with self.pool.connection() as conn:
+            await conn.execute(begin, prepare=False)
+            try:
+                yield conn
+            except BaseException:
+                await conn.rollback()
+                raise
+            await conn.commit()
 
 
 class AgentdbLayer:
@@ -748,16 +793,17 @@ def operations(data: Dataset, size: LayerSize) -> list[Operation]:
 
 # Measuring --------------------------------------------------------------------------------
 
-LAYERS = ("a", "b", "c", "d")
+LAYERS = ("a", "b", "c", "d", "e")
 LAYER_NAMES = {
     "a": "raw psycopg",
     "b": "agentdb",
     "c": "SQLAlchemy ORM",
     "d": "agentdb, RLS + owner session",
+    "e": "raw psycopg, RLS + owner session",
 }
-MAY_FAIL = ("d",)
-"""Layers whose refusal of an operation is a finding, not a broken benchmark: (d) runs
-agentdb under row-level security, where the server may refuse what the owner may do."""
+MAY_FAIL = ("d", "e")
+"""Layers whose refusal of an operation is a finding, not a broken benchmark: (d) and (e)
+run under row-level security, where the server may refuse what the owner may do."""
 COST_TARGET = 1.15  # b's (and d's) time at most 1.15 x a's
 BULK_TARGET = 0.9  # b's (and d's) bulk throughput at least 0.9 x a's (raw COPY)
 SPEED_TARGETS = {"read": 1.2, "write": 1.5, "bulk": 1.5}  # b at least this much faster than c
@@ -805,9 +851,14 @@ class OperationResult:
         """d/a: agentdb under RLS in owner-scoped sessions over raw psycopg as superuser."""
         return self.ratio("d", "a")
 
-    def scope_cost(self) -> float | None:
-        """d/b: what the RLS login and `session(owner_id=…)` add to agentdb."""
-        return self.ratio("d", "b")
+    def isolation_cost(self) -> float | None:
+        """e/a: what RLS and owner-scoped transactions cost raw psycopg itself (the
+        server's share of d/a, which no layer above the driver can take away)."""
+        return self.ratio("e", "a")
+
+    def scoped_cost(self) -> float | None:
+        """d/e: agentdb's overhead over raw psycopg when both run under RLS."""
+        return self.ratio("d", "e")
 
     def cost_target(self) -> float:
         return 1 / BULK_TARGET if self.operation.kind == "bulk" else COST_TARGET
@@ -816,15 +867,22 @@ class OperationResult:
         return SPEED_TARGETS[self.operation.kind]
 
     def misses(self) -> list[str]:
-        found = []
+        found = [f"({layer}) fails: {error}" for layer, error in self.failed.items()]
         target = self.cost_target()
-        for layer, value in (("b", self.cost()), ("d", self.rls_cost())):
-            if layer in self.failed:
-                found.append(f"({layer}) fails: {self.failed[layer]}")
-            elif value is not None and value > target:
+        for name, value in (
+            ("b/a", self.cost()),
+            ("d/a", self.rls_cost()),
+            ("d/e", self.scoped_cost()),
+        ):
+            if value is not None and value > target:
+                over = (value / target - 1) * 100
                 found.append(
-                    f"{layer}/a time {value:.2f} > {target:.2f}"
-                    f" ({(value / target - 1) * 100:.0f}% over)"
+                    f"{name} time {value:.2f} > {target:.2f} ({over:.0f}% over)"
+                    + (
+                        f"; raw psycopg under RLS alone, e/a: {self.isolation_cost():.2f}"
+                        if name == "d/a" and self.isolation_cost() is not None
+                        else ""
+                    )
                 )
         if self.speedup() < self.speed_target():
             found.append(
@@ -908,24 +966,29 @@ async def measure_all(
 
     config = DatabaseConfig(url=conninfo, min_pool_size=1, max_pool_size=2)
     app_config = DatabaseConfig(url=app_conninfo, min_pool_size=1, max_pool_size=2)
-    raw_pool = psycopg_pool.AsyncConnectionPool(
-        conninfo,
-        min_size=1,
-        max_size=2,
-        kwargs={"autocommit": True, "prepare_threshold": config.prepare_threshold},
-        configure=register_vector_async,
-        open=False,
+    raw_pool, scoped_raw_pool = (
+        psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True, "prepare_threshold": config.prepare_threshold},
+            configure=register_vector_async,
+            open=False,
+        )
+        for url in (conninfo, app_conninfo)
     )
     engine = make_engine(asyncpg_url)
     results = []
     try:
         await raw_pool.open(wait=True)
+        await scoped_raw_pool.open(wait=True)
         async with DatabaseManager(config) as db, DatabaseManager(app_config) as app_db:
             layers: dict[str, Layer] = {
                 "a": RawLayer(raw_pool),
                 "b": AgentdbLayer(db),
                 "c": OrmLayerAdapter(OrmLayer(engine)),
                 "d": ScopedAgentdbLayer(app_db),
+                "e": ScopedRawLayer(scoped_raw_pool),
             }
             for index, operation in enumerate(operations(data, size)):
                 bulk = operation.kind == "bulk"
@@ -952,6 +1015,7 @@ async def measure_all(
                 results.append(result)
     finally:
         await raw_pool.close()
+        await scoped_raw_pool.close()
         await engine.dispose()
     return results
 
@@ -980,7 +1044,8 @@ def report_table(results: Sequence[OperationResult]) -> str:
                 ),
                 ratio_cell(r.cost(), r.cost_target()),
                 ratio_cell(r.rls_cost(), r.cost_target()),
-                ratio_cell(r.scope_cost()),
+                ratio_cell(r.isolation_cost()),
+                ratio_cell(r.scoped_cost(), r.cost_target()),
                 f"{r.speedup():.2f}x (≥ {r.speed_target():.1f})",
                 "yes" if not misses else "**no**",
             ]
@@ -992,7 +1057,8 @@ def report_table(results: Sequence[OperationResult]) -> str:
             *(f"({k}) {LAYER_NAMES[k]} ops/s" for k in LAYERS),
             "b/a time",
             "d/a time",
-            "d/b time",
+            "e/a time",
+            "d/e time",
             "b faster than c",
             "targets met",
         ],
@@ -1000,19 +1066,24 @@ def report_table(results: Sequence[OperationResult]) -> str:
     )
 
 
+def cpu_difference(cpu: dict[str, float | None], high: str, low: str) -> str:
+    left, right = cpu[high], cpu[low]
+    return "—" if left is None or right is None else f"{left - right:+,.0f}"
+
+
 def cpu_table(results: Sequence[OperationResult]) -> str:
     """Client CPU per call: the Python work of each layer, without the waits on the server."""
     rows = []
     for r in results:
         cpu = {k: None if k in r.failed else r.cpu_per_call(k) * 1e6 for k in LAYERS}
-        a, b, c, d = (cpu[k] for k in LAYERS)
-        assert a is not None and b is not None and c is not None
         rows.append(
             [
                 r.operation.name,
-                *("—" if value is None else f"{value:,.0f}" for value in (a, b, c, d)),
-                f"{b - a:+,.0f}",
-                "—" if d is None else f"{d - b:+,.0f}",
+                *("—" if cpu[k] is None else f"{cpu[k]:,.0f}" for k in LAYERS),
+                *(
+                    cpu_difference(cpu, high, low)
+                    for high, low in (("b", "a"), ("d", "e"), ("d", "b"))
+                ),
             ]
         )
     return markdown_table(
@@ -1020,6 +1091,7 @@ def cpu_table(results: Sequence[OperationResult]) -> str:
             "operation",
             *(f"({k}) CPU µs/op" for k in LAYERS),
             "b - a µs",
+            "d - e µs",
             "d - b µs",
         ],
         rows,
@@ -1037,29 +1109,37 @@ def plot(results: Sequence[OperationResult], title: str) -> str | None:
     names = [r.operation.name.replace(" (page of 50)", "").replace(" + ", "+\n") for r in results]
     positions = range(len(results))
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    width = 0.38
-    left.bar(
-        [i - width / 2 for i in positions],
-        [r.cost() for r in results],
-        width,
-        color="tab:blue",
-        label="b/a: agentdb",
-    )
-    rls = [r.rls_cost() for r in results]
-    left.bar(
-        [i + width / 2 for i in positions],
-        [float("nan") if value is None else value for value in rls],
-        width,
-        color="tab:orange",
-        label="d/a: agentdb, RLS login + session(owner_id)",
-    )
-    for i, (r, value) in enumerate(zip(results, rls, strict=True)):
+    width = 0.27
+    series: list[tuple[str, str, list[float | None]]] = [
+        ("b/a: agentdb", "tab:blue", [r.cost() for r in results]),
+        (
+            "d/a: agentdb, RLS login + session(owner_id)",
+            "tab:orange",
+            [r.rls_cost() for r in results],
+        ),
+        (
+            "e/a: raw psycopg, RLS login + owner transaction",
+            "tab:purple",
+            [r.isolation_cost() for r in results],
+        ),
+    ]
+    for number, (label, color, values) in enumerate(series):
+        offset = (number - 1) * width
+        left.bar(
+            [i + offset for i in positions],
+            [float("nan") if value is None else value for value in values],
+            width,
+            color=color,
+            label=label,
+        )
+        for i, value in enumerate(values):
+            if value is None:
+                left.text(i + offset, 0.05, "fails", rotation=90, ha="center", fontsize=7)
+    for i, r in enumerate(results):
         left.hlines(r.cost_target(), i - 0.45, i + 0.45, colors="tab:red", linestyles="--")
-        if value is None:
-            left.text(i + width / 2, 0.05, "fails", rotation=90, ha="center", fontsize=7)
     left.axhline(1.0, color="grey", linewidth=0.8)
     left.set_title("time / raw psycopg time (lower is better; red: target)")
-    tallest = max([r.cost() for r in results] + [value for value in rls if value is not None])
+    tallest = max(value for _, _, values in series for value in values if value is not None)
     left.set_ylim(0, max(tallest, *(r.cost_target() for r in results)) * 1.22)
     left.legend(fontsize=7, loc="upper left", ncols=2)
     right.bar(positions, [r.speedup() for r in results], color="tab:green")
@@ -1131,12 +1211,13 @@ def run(size: LayerSize = FULL) -> str:
         f"PostgreSQL {major}.{minor} (embedded, Unix socket), {versions()};"
         f" {elapsed:.0f} s in all\n\n"
         + report_table(results)
-        + "\n\nops/s: median over rounds. b/a, d/a, d/b time and c/b (b faster than c): medians"
-        " of the per-round time ratios (each round runs the same inputs through a, b, c and d)."
-        f" (d) logs in as {APP_LOGIN}, a member of agentdb_app, so row-level security applies,"
-        " and runs each unit of work in db.session(owner_id=<the rows' owner>); a, b and c log"
-        " in as the superuser. d/a has b/a's target; d/b (no target) is what RLS and the scoped"
-        " session cost agentdb.\n\n"
+        + "\n\nops/s: median over rounds. Time ratios and c/b (b faster than c): medians of the"
+        " per-round ratios (each round runs the same inputs through every layer)."
+        f" (d) and (e) log in as {APP_LOGIN}, a member of agentdb_app, so row-level security"
+        " applies, and run each unit of work in a transaction scoped to the rows' owner (d:"
+        " db.session(owner_id=…)); a, b and c log in as the superuser. d/a and d/e have b/a's"
+        " target; e/a (no target) is what RLS and the scoped transaction cost raw psycopg, the"
+        " part of d/a that is the server's.\n\n"
         "Where the time goes: client CPU per operation (median; the rest is waiting on the"
         " server)\n\n"
         + cpu_table(results)
