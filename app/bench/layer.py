@@ -463,6 +463,7 @@ class RawLayer:
             under_rls, staged = found[0][3], found[0][4]
             if under_rls and not staged:
                 await conn.execute(message_sql.CREATE_STAGED_MESSAGES)
+            # Staged rows have no updated_at: the move sets it to created_at.
             copy_sql = message_sql.COPY_STAGED_MESSAGES if under_rls else message_sql.COPY_MESSAGES
             types = message_sql.COPY_MESSAGES_TYPES[: 8 if under_rls else 9]
             last_at: dict[UUID, datetime] = {}
@@ -471,19 +472,17 @@ class RawLayer:
                 for offset, row in enumerate(rows):
                     at = clock + timedelta(microseconds=offset)
                     last_at[row["chat_id"]] = at
-                    await copy.write_row(
-                        (
-                            row["chat_id"],
-                            owners[row["chat_id"]],
-                            row["role"],
-                            row["content"],
-                            None,
-                            row["token_count"],
-                            Jsonb(row["metadata"]),
-                            at,
-                            at,
-                        )[: len(types)]
+                    value = (
+                        row["chat_id"],
+                        owners[row["chat_id"]],
+                        row["role"],
+                        row["content"],
+                        None,
+                        row["token_count"],
+                        Jsonb(row["metadata"]),
+                        at,
                     )
+                    await copy.write_row(value if under_rls else (*value, at))
             if under_rls:
                 await conn.execute(message_sql.MOVE_STAGED_MESSAGES)
             await conn.execute(
