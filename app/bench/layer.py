@@ -450,7 +450,9 @@ class RawLayer:
                     params | {"username": username, "language_code": language_code},
                 )
             ).fetchone()
-            cursor = await conn.execute(telegram.MERGE_DATA, params | {"patch": Jsonb(patch)})
+            cursor = await conn.execute(
+                telegram.MERGE_DATA, params | {"patch": Jsonb(patch), "ttl": None}
+            )
             return await cursor.fetchone()
 
     async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from app.database.validation import InputModel, Int64, JsonObject, Name, Text, validated
+from app.database.validation import (
+    Duration,
+    InputModel,
+    Int64,
+    JsonObject,
+    Name,
+    Text,
+    validated,
+)
 
 Destiny = Annotated[Name, StringConstraints(max_length=100)]
 BusinessConnectionId = Name
@@ -98,16 +106,30 @@ class SessionUpsert(InputModel):
     language_code: LanguageCode | None = None
 
 
+Ttl = Annotated[Duration, Field(gt=timedelta(0))]
+
+
 class StateInput(InputModel):
     state: State | None
+    ttl: Ttl | None = None
 
 
 class DataInput(InputModel):
     data: JsonObject
+    ttl: Ttl | None = None
 
 
 class PatchInput(InputModel):
     patch: JsonObject
+    ttl: Ttl | None = None
+
+
+class ValueNameInput(InputModel):
+    name: Text
+
+
+class PurgeSessionsInput(InputModel):
+    older_than: Ttl
 
 
 class BotInput(InputModel):

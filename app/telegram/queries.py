@@ -10,12 +10,14 @@ takes the caller's connection and never commits.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from app.audit.queries import RECORD_PURGE
 from app.database.errors import (
     ForeignKeyError,
     InvalidInputError,
@@ -29,10 +31,12 @@ from app.telegram.models import (
     BotInput,
     DataInput,
     PatchInput,
+    PurgeSessionsInput,
     SessionKey,
     SessionUpsert,
     StateInput,
     TelegramSession,
+    ValueNameInput,
 )
 
 # SQL --------------------------------------------------------------------------------------
@@ -43,11 +47,17 @@ from app.telegram.models import (
 # Writes that may create the row are INSERT … ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key:
 # one statement, no read-then-write race between two updates of a new user.
 
+#
+# State and data expire (state_expires_at, data_expires_at, set when they are written from a
+# ttl; NULL: never): every statement reads an expired state as NULL and expired data as {}.
+
 SESSION_COLUMNS = column_list(
     TelegramSession,
     "id, bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, "
-    "destiny, chat_id, username, language_code, state, data, is_active, last_seen_at, "
-    "created_at, updated_at",
+    "destiny, chat_id, username, language_code, "
+    "CASE WHEN state_expires_at <= now() THEN NULL ELSE state END AS state, "
+    "CASE WHEN data_expires_at <= now() THEN '{}'::jsonb ELSE data END AS data, "
+    "is_active, last_seen_at, created_at, updated_at",
 )
 
 # The one session of a key, as every statement that reads or changes a session finds it.
@@ -119,43 +129,76 @@ WHERE id = %s
   AND deleted_at IS NULL
 """
 
-# aiogram sets a state for users it has never stored: the row is created on the way.
+# aiogram sets a state for users it has never stored: the row is created on the way. A ttl
+# of NULL leaves the expiry NULL (never).
 UPSERT_STATE = """
 INSERT INTO telegram.sessions
     (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
-     state)
+     state, state_expires_at)
 VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
-        %(business_connection_id)s, %(destiny)s, %(state)s)
+        %(business_connection_id)s, %(destiny)s, %(state)s, now() + %(ttl)s::interval)
 ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
-SET state = EXCLUDED.state
+SET state = EXCLUDED.state,
+    state_expires_at = EXCLUDED.state_expires_at
 """
 
-SELECT_STATE = "SELECT state\nFROM telegram.sessions" + WHERE_SESSION_KEY
+SELECT_STATE = (
+    "SELECT state\nFROM telegram.sessions"
+    + WHERE_SESSION_KEY
+    + "  AND (state_expires_at IS NULL OR state_expires_at > now())\n"
+)
 
 UPSERT_DATA = """
 INSERT INTO telegram.sessions
     (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
-     data)
+     data, data_expires_at)
 VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
-        %(business_connection_id)s, %(destiny)s, %(data)s)
+        %(business_connection_id)s, %(destiny)s, %(data)s, now() + %(ttl)s::interval)
 ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
-SET data = EXCLUDED.data
+SET data = EXCLUDED.data,
+    data_expires_at = EXCLUDED.data_expires_at
 """
 
-SELECT_DATA = "SELECT data\nFROM telegram.sessions" + WHERE_SESSION_KEY
+SELECT_DATA = (
+    "SELECT data\nFROM telegram.sessions"
+    + WHERE_SESSION_KEY
+    + "  AND (data_expires_at IS NULL OR data_expires_at > now())\n"
+)
+
+# One value of the data, and whether the data has that key at all (a stored null is not a
+# missing key).
+SELECT_DATA_VALUE = (
+    "SELECT data ? %(name)s, data -> %(name)s\nFROM telegram.sessions"
+    + WHERE_SESSION_KEY
+    + "  AND (data_expires_at IS NULL OR data_expires_at > now())\n"
+)
 
 # The merge happens in the row lock ON CONFLICT DO UPDATE takes, on the newest committed
 # data: concurrent patches of one session all land (jsonb || is aiogram's shallow
-# dict.update), where a read-modify-write in Python would lose all but the last.
+# dict.update), where a read-modify-write in Python would lose all but the last. Expired
+# data is merged into as {}; the write sets the expiry anew, as a write of the whole does.
 MERGE_DATA = """
 INSERT INTO telegram.sessions
     (bot_id, telegram_chat_id, telegram_user_id, thread_id, business_connection_id, destiny,
-     data)
+     data, data_expires_at)
 VALUES (%(bot_id)s, %(telegram_chat_id)s, %(telegram_user_id)s, %(thread_id)s,
-        %(business_connection_id)s, %(destiny)s, %(patch)s)
+        %(business_connection_id)s, %(destiny)s, %(patch)s, now() + %(ttl)s::interval)
 ON CONFLICT ON CONSTRAINT uq_sessions_fsm_key DO UPDATE
-SET data = sessions.data || EXCLUDED.data
+SET data = CASE WHEN sessions.data_expires_at <= now() THEN EXCLUDED.data
+                ELSE sessions.data || EXCLUDED.data END,
+    data_expires_at = EXCLUDED.data_expires_at
 RETURNING data
+"""
+
+# Sessions nobody has touched since the cutoff: every write moves updated_at, and
+# upsert_session's touch of last_seen_at is a write too.
+DELETE_INACTIVE_SESSIONS = """
+WITH gone AS (
+    DELETE FROM telegram.sessions
+    WHERE updated_at < now() - %(older_than)s::interval
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 
 # Keyset page on the partial index idx_sessions_bot_id_last_seen_at (WHERE is_active): the
@@ -234,46 +277,100 @@ async def link_chat(conn: AsyncConnection[Any], key: SessionKey, chat_id: UUID) 
 
 
 @database_errors
-async def set_state(conn: AsyncConnection[Any], key: SessionKey, state: str | None) -> None:
-    """Set the FSM state (None: no state), creating the session if it does not exist."""
+async def set_state(
+    conn: AsyncConnection[Any],
+    key: SessionKey,
+    state: str | None,
+    *,
+    ttl: timedelta | None = None,
+) -> None:
+    """Set the FSM state (None: no state), creating the session if it does not exist; with
+    `ttl`, the state reads as None once that long has passed."""
     params = _key_params(key)
-    params["state"] = validated(StateInput, state=state).state
+    data = validated(StateInput, state=state, ttl=ttl)
+    params["state"], params["ttl"] = data.state, data.ttl
     await conn.execute(UPSERT_STATE, params)
 
 
 @database_errors
 async def get_state(conn: AsyncConnection[Any], key: SessionKey) -> str | None:
-    """The FSM state, or None (no state, or no session)."""
+    """The FSM state, or None (no state, an expired one, or no session)."""
     cursor = await conn.execute(SELECT_STATE, _key_params(key))
     row = await cursor.fetchone()
     return str(row[0]) if row and row[0] is not None else None
 
 
 @database_errors
-async def set_data(conn: AsyncConnection[Any], key: SessionKey, data: dict[str, Any]) -> None:
-    """Replace the FSM data with `data`, creating the session if it does not exist."""
+async def set_data(
+    conn: AsyncConnection[Any],
+    key: SessionKey,
+    data: dict[str, Any],
+    *,
+    ttl: timedelta | None = None,
+) -> None:
+    """Replace the FSM data with `data`, creating the session if it does not exist; with
+    `ttl`, the data reads as {} once that long has passed."""
     params = _key_params(key)
-    params["data"] = Jsonb(validated(DataInput, data=data).data)
+    checked = validated(DataInput, data=data, ttl=ttl)
+    params["data"], params["ttl"] = Jsonb(checked.data), checked.ttl
     await conn.execute(UPSERT_DATA, params)
 
 
 @database_errors
 async def get_data(conn: AsyncConnection[Any], key: SessionKey) -> dict[str, Any]:
-    """The FSM data ({} when the session does not exist)."""
+    """The FSM data ({} when it expired or the session does not exist)."""
     cursor = await conn.execute(SELECT_DATA, _key_params(key))
     row = await cursor.fetchone()
     return dict(row[0]) if row else {}
 
 
 @database_errors
-async def update_data(
-    conn: AsyncConnection[Any], key: SessionKey, patch: dict[str, Any]
-) -> dict[str, Any]:
-    """Merge `patch` into the FSM data key by key, atomically; return the merged data."""
+async def get_value(
+    conn: AsyncConnection[Any], key: SessionKey, name: str, default: Any = None
+) -> Any:
+    """One value of the FSM data, read on the server (`default` when the data has no `name`)."""
     params = _key_params(key)
-    params["patch"] = Jsonb(validated(PatchInput, patch=patch).patch)
+    params["name"] = validated(ValueNameInput, name=name).name
+    cursor = await conn.execute(SELECT_DATA_VALUE, params)
+    row = await cursor.fetchone()
+    return row[1] if row and row[0] else default
+
+
+@database_errors
+async def update_data(
+    conn: AsyncConnection[Any],
+    key: SessionKey,
+    patch: dict[str, Any],
+    *,
+    ttl: timedelta | None = None,
+) -> dict[str, Any]:
+    """Merge `patch` into the FSM data key by key, atomically; return the merged data. With
+    `ttl`, the merged data reads as {} once that long has passed."""
+    params = _key_params(key)
+    checked = validated(PatchInput, patch=patch, ttl=ttl)
+    params["patch"], params["ttl"] = Jsonb(checked.patch), checked.ttl
     cursor = await conn.execute(MERGE_DATA, params)
     return dict(returned(await cursor.fetchone())[0])
+
+
+@database_errors
+async def purge_inactive_sessions(conn: AsyncConnection[Any], *, older_than: timedelta) -> int:
+    """Delete the sessions (state, data and all) not written or seen for `older_than`;
+    return how many. One transaction, with one 'purge' audit event (its count and the
+    cutoff): for the schema owner or a worker login."""
+    data = validated(PurgeSessionsInput, older_than=older_than)
+    async with conn.transaction():
+        cursor = await conn.execute(DELETE_INACTIVE_SESSIONS, {"older_than": data.older_than})
+        deleted = int(returned(await cursor.fetchone())[0])
+        if deleted:
+            event = {
+                "schema_name": "telegram",
+                "table_name": "sessions",
+                "deleted": deleted,
+                "older_than": data.older_than,
+            }
+            await conn.execute(RECORD_PURGE, event)
+    return deleted
 
 
 @database_errors
