@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = command(
         "bench", "benchmarks on a throwaway server (bench-results/)", _bench, database=False
     )
-    bench.add_argument("which", choices=["search", "layer"])
+    bench.add_argument("which", choices=["search", "layer", "aiogram"])
     bench.add_argument(
         "--quick", action="store_true", help="a small size that runs in about a minute"
     )
@@ -183,6 +183,15 @@ def _parser() -> argparse.ArgumentParser:
         _purge,
     )
     purge.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h or 90m")
+
+    sessions = command(
+        "purge-sessions",
+        "delete Telegram sessions not written or seen for --older-than (audited)",
+        _purge_sessions,
+    )
+    sessions.add_argument(
+        "--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h or 90m"
+    )
     return parser
 
 
@@ -361,19 +370,46 @@ async def _erase_owner(config: DatabaseConfig, owner_id: UUID) -> ErasureReport:
 def _purge(args: argparse.Namespace) -> int:
     import asyncio
 
-    match = DURATION.fullmatch(args.older_than.strip())
+    older_than = _age(args.older_than)
+    if isinstance(older_than, str):
+        return _fail(older_than)
+    purged = asyncio.run(_purge_deleted(_config(args), older_than))
+    _print_counts(purged)
+    print(f"purged {sum(purged.values())} rows soft-deleted more than {args.older_than} ago")
+    return 0
+
+
+def _purge_sessions(args: argparse.Namespace) -> int:
+    import asyncio
+
+    older_than = _age(args.older_than)
+    if isinstance(older_than, str):
+        return _fail(older_than)
+    deleted = asyncio.run(_purge_inactive_sessions(_config(args), older_than))
+    print(f"purged {deleted} Telegram sessions inactive for more than {args.older_than}")
+    return 0
+
+
+def _age(text: str) -> timedelta | str:
+    """`--older-than`'s value as a timedelta, or the one-line error to print."""
+    match = DURATION.fullmatch(text.strip())
     if match is None:
-        return _fail(
-            f"--older-than: {args.older_than!r} is not a number of days, hours or minutes "
+        return (
+            f"--older-than: {text!r} is not a number of days, hours or minutes "
             "(e.g. 30d, 12h, 90m)"
         )
     older_than = timedelta(**{DURATION_UNITS[match[2]]: int(match[1])})
     if older_than <= timedelta(0):
-        return _fail("--older-than: must be more than 0")
-    purged = asyncio.run(_purge_deleted(_config(args), older_than))
-    _print_counts(purged)
-    print(f"purged {sum(purged.values())} rows soft-deleted more than {match[0]} ago")
-    return 0
+        return "--older-than: must be more than 0"
+    return older_than
+
+
+async def _purge_inactive_sessions(config: DatabaseConfig, older_than: timedelta) -> int:
+    from app.database import DatabaseManager
+    from app.telegram import purge_inactive_sessions
+
+    async with DatabaseManager(config) as db, db.connection() as conn:
+        return await purge_inactive_sessions(conn, older_than=older_than)
 
 
 async def _purge_deleted(config: DatabaseConfig, older_than: timedelta) -> dict[str, int]:
@@ -395,6 +431,11 @@ def _bench(args: argparse.Namespace) -> int:
         from app.bench import layer
 
         print(layer.run(layer.QUICK if args.quick else layer.FULL))
+        return 0
+    if args.which == "aiogram":
+        from app.bench import aiogram
+
+        print(aiogram.run(aiogram.QUICK if args.quick else aiogram.FULL))
         return 0
     from app.bench import search
 

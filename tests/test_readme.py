@@ -16,7 +16,7 @@ def python_blocks() -> list[str]:
 
 
 def test_the_readme_example_runs_as_written_against_a_real_database(database_url: str) -> None:
-    (example,) = python_blocks()
+    example, _ = python_blocks()
     env = {**os.environ, "DATABASE_URL": database_url}
     result = subprocess.run(
         [sys.executable, "-c", example],
@@ -32,3 +32,19 @@ def test_the_readme_example_runs_as_written_against_a_real_database(database_url
     assert lines[1] == "done True"
     assert lines[2].startswith("not found:")
     assert lines[3] == "healthy: True"
+
+
+def test_the_readme_aiogram_lines_build_a_dispatcher_on_postgres_storage() -> None:
+    _, bot = python_blocks()
+    check = (
+        "\nfrom app.integrations.aiogram import PostgresEventIsolation"
+        "\nassert dp.storage is storage"
+        "\nassert isinstance(dp.fsm.events_isolation, PostgresEventIsolation)"
+        "\nprint('ok')"
+    )
+    # The storage connects on first use: building the dispatcher needs no server.
+    result = subprocess.run(
+        [sys.executable, "-c", bot + check], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

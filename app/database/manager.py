@@ -39,6 +39,7 @@ class PooledConnection(psycopg.AsyncConnection[Any]):
 
     scope_cursor: psycopg.AsyncCursor[Any] | None = None
 
+
 # Session settings every pooled connection starts with: UTC so timestamps read the same
 # everywhere, and the configured statement timeout ('0' = the server's default of none).
 CONFIGURE_SESSION = """
@@ -126,6 +127,11 @@ class DatabaseManager:
             raise DatabaseUnavailableError(
                 f"cannot connect to {self.config.describe()}: {error}"
             ) from None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the pool is open (after `open()` or `async with`, until `close()`)."""
+        return self._pool is not None and not self._pool.closed
 
     async def close(self) -> None:
         """Close the pool and every connection in it."""
