@@ -474,13 +474,51 @@ async def test_handlers_past_the_lock_connections_get_a_clear_error_not_a_hang(
         await isolation.close()
 
 
+ADVISORY_LOCKS = "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+
+
 async def test_a_handler_that_raises_releases_its_lock(storage: PostgresStorage) -> None:
-    isolation = storage.create_isolation(max_connections=1)
+    # (Counted on the server: advisory locks are reentrant, so a lock left on a pooled
+    # connection would not block the next handler that happens to get that connection.)
+    isolation = storage.create_isolation()
     with pytest.raises(RuntimeError):
         async with isolation.lock(key()):
+            assert await scalar(storage.db, ADVISORY_LOCKS) == 1
             raise RuntimeError("handler failed")
+    assert await scalar(storage.db, ADVISORY_LOCKS) == 0
     async with asyncio.timeout(10), isolation.lock(key()):
         pass
+    assert await scalar(storage.db, ADVISORY_LOCKS) == 0
+
+
+async def test_a_handler_cancelled_while_waiting_for_the_lock_leaves_no_lock_behind(
+    storage: PostgresStorage, conn: Conn
+) -> None:
+    isolation = storage.create_isolation()
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with isolation.lock(key()):
+            held.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with isolation.lock(key()):
+            raise AssertionError("the cancelled waiter got the lock")
+
+    holding = asyncio.create_task(holder())
+    await asyncio.wait_for(held.wait(), 10)
+    waiting = asyncio.create_task(waiter())
+    await wait_for_lock_waiters(conn)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await holding
+    # Had the cancelled wait gone on to take the lock on a pooled connection, this would hang.
+    async with asyncio.timeout(10), isolation.lock(key()):
+        pass
+    assert await scalar(storage.db, ADVISORY_LOCKS) == 0
 
 
 @pytest.mark.parametrize(
