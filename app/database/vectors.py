@@ -11,8 +11,9 @@ from typing import Annotated, Any
 import numpy as np
 from pgvector import Vector
 from pgvector.psycopg.vector import VectorBinaryLoader, VectorLoader, register_vector_info
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.abc import Buffer
+from psycopg.pq import TransactionStatus
 from psycopg.types import TypeInfo
 from pydantic import PlainSerializer, PlainValidator
 
@@ -82,3 +83,76 @@ async def register_vector_types(conn: AsyncConnection[Any]) -> bool:
     conn.adapters.register_loader(info.oid, EmbeddingTextLoader)
     conn.adapters.register_loader(info.oid, EmbeddingBinaryLoader)
     return True
+
+
+# Vector search settings ---------------------------------------------------------------------
+#
+# Local to the transaction (is_local = true), so a pooled connection never carries them
+# into another request. strict_order: iterative index scans keep going past the first
+# ef_search candidates until `limit` rows pass the owner/chat filter, and stay in exact
+# distance order. force_custom_plan: "chat_id = %(chat_id)s OR %(chat_id)s IS NULL" is
+# planned with the actual value, so a chat search can use the chat index instead of HNSW.
+SET_SEARCH_SETTINGS = """
+SELECT pg_catalog.set_config('hnsw.ef_search', %s, true),
+       pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
+       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
+"""
+
+# Inside a caller's transaction the local settings would last to its end: the values they
+# replace are kept (in agentdb.* placeholders, local too) and put back right after the
+# search. An empty saved value means the setting did not exist yet: NULL resets it.
+SAVE_AND_SET_SEARCH_SETTINGS = """
+SELECT pg_catalog.set_config('agentdb.saved_ef_search', saved.ef_search, true),
+       pg_catalog.set_config('agentdb.saved_iterative_scan', saved.iterative_scan, true),
+       pg_catalog.set_config('agentdb.saved_plan_cache_mode', saved.plan_cache_mode, true),
+       pg_catalog.set_config('hnsw.ef_search', %s, true),
+       pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
+       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
+FROM (
+    SELECT COALESCE(pg_catalog.current_setting('hnsw.ef_search', true), '') AS ef_search,
+           COALESCE(pg_catalog.current_setting('hnsw.iterative_scan', true), '')
+               AS iterative_scan,
+           pg_catalog.current_setting('plan_cache_mode') AS plan_cache_mode
+) AS saved
+"""
+
+RESTORE_SEARCH_SETTINGS = """
+SELECT pg_catalog.set_config('hnsw.ef_search',
+           NULLIF(pg_catalog.current_setting('agentdb.saved_ef_search'), ''), true),
+       pg_catalog.set_config('hnsw.iterative_scan',
+           NULLIF(pg_catalog.current_setting('agentdb.saved_iterative_scan'), ''), true),
+       pg_catalog.set_config('plan_cache_mode',
+           pg_catalog.current_setting('agentdb.saved_plan_cache_mode'), true)
+"""
+
+_IDLE = TransactionStatus.IDLE
+
+
+async def run_vector_search(
+    conn: AsyncConnection[Any],
+    cursor: AsyncCursor[Any],
+    statement: Any,
+    params: dict[str, Any],
+    *,
+    ef_search: int,
+) -> None:
+    """Execute a vector search `statement` on `cursor` under the search settings (fetch its
+    rows from the cursor afterwards). `ef_search` is never below the number of rows the
+    statement asks the index for.
+
+    The settings and the search go out in one pipeline, with no Sync between them: the
+    extended protocol runs everything up to a Sync as one implicit transaction, so the local
+    settings apply to this search and end with it. No BEGIN and COMMIT of our own: one round
+    trip, two statements. Inside a transaction (the caller's, or one psycopg opens on a
+    non-autocommit connection) the settings are put back by a third statement in the same
+    pipeline.
+    """
+    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+        async with conn.pipeline():
+            await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
+            await cursor.execute(statement, params, binary=True)
+    else:
+        async with conn.pipeline():
+            await conn.execute(SAVE_AND_SET_SEARCH_SETTINGS, [str(ef_search)])
+            await cursor.execute(statement, params, binary=True)
+            await conn.execute(RESTORE_SEARCH_SETTINGS)

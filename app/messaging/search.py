@@ -7,16 +7,19 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.pq import TransactionStatus
 from psycopg.rows import RowMaker
 
 from app.database.errors import database_errors
 from app.database.rows import column_names, row_maker
 from app.database.validation import validated
+from app.database.vectors import (
+    RESTORE_SEARCH_SETTINGS,
+    SAVE_AND_SET_SEARCH_SETTINGS,
+    SET_SEARCH_SETTINGS,
+    run_vector_search,
+)
 from app.messaging.models import MAX_EF_SEARCH, Message, MessageHit, SearchInput
 from app.messaging.queries import MESSAGE_COLUMNS
-
-_IDLE = TransactionStatus.IDLE
 
 DEFAULT_EF_SEARCH = 100
 """HNSW candidate list size for searches unless the caller asks for another (pgvector: 40)."""
@@ -24,43 +27,13 @@ DEFAULT_EF_SEARCH = 100
 RRF_K = 60
 """Reciprocal rank fusion constant (Cormack et al. 2009): damps the weight of the top ranks."""
 
-# Local to the transaction (is_local = true), so a pooled connection never carries them
-# into another request. strict_order: iterative index scans keep going past the first
-# ef_search candidates until `limit` rows pass the owner/chat filter, and stay in exact
-# distance order. force_custom_plan: "chat_id = %(chat_id)s OR %(chat_id)s IS NULL" is
-# planned with the actual value, so a chat search can use the chat index instead of HNSW.
-SET_SEARCH_SETTINGS = """
-SELECT pg_catalog.set_config('hnsw.ef_search', %s, true),
-       pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
-       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
-"""
-
-# Inside a caller's transaction the local settings would last to its end: the values they
-# replace are kept (in agentdb.* placeholders, local too) and put back right after the
-# search. An empty saved value means the setting did not exist yet: NULL resets it.
-SAVE_AND_SET_SEARCH_SETTINGS = """
-SELECT pg_catalog.set_config('agentdb.saved_ef_search', saved.ef_search, true),
-       pg_catalog.set_config('agentdb.saved_iterative_scan', saved.iterative_scan, true),
-       pg_catalog.set_config('agentdb.saved_plan_cache_mode', saved.plan_cache_mode, true),
-       pg_catalog.set_config('hnsw.ef_search', %s, true),
-       pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
-       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
-FROM (
-    SELECT COALESCE(pg_catalog.current_setting('hnsw.ef_search', true), '') AS ef_search,
-           COALESCE(pg_catalog.current_setting('hnsw.iterative_scan', true), '')
-               AS iterative_scan,
-           pg_catalog.current_setting('plan_cache_mode') AS plan_cache_mode
-) AS saved
-"""
-
-RESTORE_SEARCH_SETTINGS = """
-SELECT pg_catalog.set_config('hnsw.ef_search',
-           NULLIF(pg_catalog.current_setting('agentdb.saved_ef_search'), ''), true),
-       pg_catalog.set_config('hnsw.iterative_scan',
-           NULLIF(pg_catalog.current_setting('agentdb.saved_iterative_scan'), ''), true),
-       pg_catalog.set_config('plan_cache_mode',
-           pg_catalog.current_setting('agentdb.saved_plan_cache_mode'), true)
-"""
+__all__ = [  # the search settings live with the vectors; named here as before
+    "RESTORE_SEARCH_SETTINGS",
+    "SAVE_AND_SET_SEARCH_SETTINGS",
+    "SET_SEARCH_SETTINGS",
+    "hybrid_search_messages",
+    "search_messages",
+]
 
 # A hit carries its message without the embedding (6 KB a row that the caller did not ask for).
 HIT_COLUMNS = MESSAGE_COLUMNS.replace("embedding", "NULL::public.vector AS embedding")
@@ -213,23 +186,8 @@ async def hybrid_search_messages(
 async def _search(
     conn: AsyncConnection[Any], query: Any, params: dict[str, Any], *, ef_search: int
 ) -> list[MessageHit]:
-    # ef_search is never below the number of rows the statement asks the index for. The
-    # settings and the search go out in one pipeline, with no Sync between them: the extended
-    # protocol runs everything up to a Sync as one implicit transaction, so the local settings
-    # apply to this search and end with it (inside a caller's transaction: with that). No
-    # BEGIN and COMMIT of our own: one round trip, two statements.
-    # Inside a transaction (the caller's, or one psycopg opens on a non-autocommit connection)
-    # the settings are put back by a third statement in the same pipeline.
     cursor = conn.cursor(row_factory=_hit_rows)
-    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
-        async with conn.pipeline():
-            await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
-            await cursor.execute(query, params, binary=True)
-    else:
-        async with conn.pipeline():
-            await conn.execute(SAVE_AND_SET_SEARCH_SETTINGS, [str(ef_search)])
-            await cursor.execute(query, params, binary=True)
-            await conn.execute(RESTORE_SEARCH_SETTINGS)
+    await run_vector_search(conn, cursor, query, params, ef_search=ef_search)
     return await cursor.fetchall()
 
 
