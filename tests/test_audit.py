@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from app import agents, audit, messaging, tasks
+from app.agents import tools
 from app.database import (
     AccessDeniedError,
     ConflictError,
@@ -118,7 +119,8 @@ async def acting_as(
 
 
 async def seed_owner(conn: Conn, owner_id: UUID) -> None:
-    """Two chats with messages (one embedded), todos and executions of `owner_id`."""
+    """Two chats with messages (one embedded), todos, executions, MCP servers with a tool, and
+    tool calls of `owner_id`."""
     for number in range(2):
         chat = await messaging.create_chat(conn, owner_id=owner_id, title=f"{SECRET} {number}")
         message = await messaging.add_message(
@@ -128,10 +130,18 @@ async def seed_owner(conn: Conn, owner_id: UUID) -> None:
         todo = await tasks.create_todo(
             conn, owner_id=owner_id, chat_id=chat.id, title=SECRET, description=SECRET
         )
-        await agents.enqueue_execution(conn, agent_name="summarizer", chat_id=chat.id)
+        execution = await agents.enqueue_execution(conn, agent_name="summarizer", chat_id=chat.id)
         await agents.enqueue_execution(
             conn, agent_name="summarizer", message_id=message.id, todo_id=todo.id
         )
+        server = await tools.upsert_mcp_server(
+            conn, name=f"{SECRET} {number}", transport="stdio", endpoint=SECRET, owner_id=owner_id
+        )
+        await tools.sync_tools(conn, server.id, [{"name": "search", "description": SECRET}])
+        call = await tools.start_tool_call(
+            conn, execution.id, tool_name="search", arguments={"q": SECRET}
+        )
+        await tools.finish_tool_call(conn, call.id, result=SECRET)
 
 
 # The audit triggers -----------------------------------------------------------------------
@@ -636,7 +646,13 @@ async def test_purge_deleted_removes_only_rows_soft_deleted_before_the_cutoff_an
         events = await audit.list_audit_events(conn, since=datetime.now(UTC) - timedelta(hours=1))
         after = await scalar(conn, "SELECT count(*) FROM audit.events")
 
-    assert purged == {"messaging.messages": 2, "tasks.todos": 1, "messaging.chats": 1}
+    # every table with a deleted_at, found in the catalog, is listed (0: nothing was due)
+    assert purged == {
+        "agents.mcp_servers": 0,
+        "messaging.messages": 2,
+        "tasks.todos": 1,
+        "messaging.chats": 1,
+    }
     assert left == {recent_chat.id, live_chat.id, recent.id, live.id, recent_todo.id, live_todo.id}
     assert after == before + 3  # one per table, none per row
     purges = {(e.schema_name, e.table_name): e for e in events.items if e.operation == "purge"}
@@ -654,7 +670,12 @@ async def test_purge_deleted_with_nothing_due_returns_zeros_and_records_no_event
     conn: Conn,
 ) -> None:
     purged = await audit.purge_deleted(conn, older_than=timedelta(days=30))
-    assert purged == {"messaging.chats": 0, "messaging.messages": 0, "tasks.todos": 0}
+    assert purged == {
+        "agents.mcp_servers": 0,
+        "messaging.chats": 0,
+        "messaging.messages": 0,
+        "tasks.todos": 0,
+    }
     assert (await audit.list_audit_events(conn)).items == []
 
 
@@ -721,12 +742,14 @@ async def test_the_cli_erase_owner_refuses_without_yes_and_prints_the_counts_wit
     assert done.returncode == 0, done.stderr
     counts = dict(line.split() for line in done.stdout.splitlines()[:-1])
     assert counts == {
+        "agents.tool_calls": "2",
         "agents.executions": "4",
+        "agents.mcp_servers": "2",
         "messaging.messages": "4",
         "tasks.todos": "2",
         "messaging.chats": "2",
     }
-    assert done.stdout.splitlines()[-1].startswith(f"erased owner {erased}: 12 rows")
+    assert done.stdout.splitlines()[-1].startswith(f"erased owner {erased}: 16 rows")
 
 
 async def test_the_cli_purge_deleted_prints_the_counts_and_refuses_an_unreadable_age(
@@ -742,6 +765,7 @@ async def test_the_cli_purge_deleted_prints_the_counts_and_refuses_an_unreadable
     assert result.returncode == 0, result.stderr
     *counts, summary = result.stdout.splitlines()
     assert dict(line.split() for line in counts) == {
+        "agents.mcp_servers": "0",
         "messaging.messages": "0",
         "tasks.todos": "1",
         "messaging.chats": "0",

@@ -15,8 +15,14 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
+def block_with(text: str) -> str:
+    """The one README Python block that contains `text`."""
+    (block,) = [block for block in python_blocks() if text in block]
+    return block
+
+
 def test_the_readme_example_runs_as_written_against_a_real_database(database_url: str) -> None:
-    example, _ = python_blocks()
+    example = block_with("DatabaseManager(DatabaseConfig.from_env())")
     env = {**os.environ, "DATABASE_URL": database_url}
     result = subprocess.run(
         [sys.executable, "-c", example],
@@ -35,7 +41,7 @@ def test_the_readme_example_runs_as_written_against_a_real_database(database_url
 
 
 def test_the_readme_aiogram_lines_build_a_dispatcher_on_postgres_storage() -> None:
-    _, bot = python_blocks()
+    bot = block_with("PostgresStorage.from_url")
     check = (
         "\nfrom app.integrations.aiogram import PostgresEventIsolation"
         "\nassert dp.storage is storage"

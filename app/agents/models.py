@@ -1,4 +1,5 @@
-"""Row and input models of schema `agents` (executions)."""
+"""Row and input models of schema `agents`: executions, and the MCP servers, tools and tool
+calls of `app.agents.tools`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from app.database.validation import (
     JsonValue,
     Name,
     NonBlankText,
+    Text,
     Timestamp,
     Uuid,
 )
@@ -138,3 +140,132 @@ class StaleCheckInput(InputModel):
 class StatsFilterInput(InputModel):
     agent_name: Name | None = None
     since: Timestamp | None = None
+
+
+# Tools: MCP servers, their tools, and the calls executions make --------------------------
+
+McpTransport = Literal["stdio", "http", "sse"]
+ToolCallStatus = Literal["running", "succeeded", "failed"]
+
+MAX_TOOL_PAYLOAD_BYTES = 65_536
+"""The most a tool call's arguments, result or error may hold (as JSON text, UTF-8): the log
+stays a log. A larger payload is refused before anything is written."""
+
+
+class McpServer(BaseModel):
+    """A row of agents.mcp_servers: shared by all owners (owner_id None) or one owner's."""
+
+    id: UUID
+    owner_id: UUID | None
+    name: str
+    transport: McpTransport
+    endpoint: str
+    config: dict[str, Any]
+    is_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class Tool(BaseModel):
+    """A row of agents.tools (its embedding is not loaded: `has_embedding` says if it is set)."""
+
+    id: UUID
+    mcp_server_id: UUID
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    has_embedding: bool
+    content_hash: str
+    is_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ToolHit(BaseModel):
+    """A selected tool and its cosine similarity to the task's embedding."""
+
+    tool: Tool
+    similarity: float
+
+
+class ToolSync(BaseModel):
+    """What `sync_tools` did: tools inserted, updated (changed, or offered again), disabled
+    (no longer offered) and found unchanged."""
+
+    inserted: int
+    updated: int
+    disabled: int
+    unchanged: int
+
+
+class ToolCall(BaseModel):
+    """A row of agents.tool_calls."""
+
+    id: UUID
+    execution_id: UUID
+    tool_id: UUID | None
+    owner_id: UUID | None
+    tool_name: str
+    arguments: dict[str, Any]
+    result: Any
+    error: str | None
+    status: ToolCallStatus
+    started_at: datetime
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the call took (the server's clock); None while it runs."""
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+class ToolCallStats(BaseModel):
+    """One tool's calls: how many, how many failed, and the durations of finished ones."""
+
+    tool_name: str
+    calls: int
+    failures: int
+    failure_rate: float
+    p50_duration: timedelta | None
+    p95_duration: timedelta | None
+
+
+class ToolSpec(InputModel):
+    """A tool as an MCP server's tools/list gives it."""
+
+    name: Name
+    description: Text = ""
+    input_schema: JsonObject = Field(default_factory=lambda: {"type": "object"})
+
+
+class McpServerInput(InputModel):
+    name: Name
+    transport: McpTransport
+    endpoint: NonBlankText
+    owner_id: Uuid | None = None
+    config: JsonObject = Field(default_factory=dict)
+
+
+class ToolSelectInput(InputModel):
+    limit: Annotated[Count32, Field(ge=1, le=1000)] = 8
+    owner_id: Uuid | None = None
+    server_ids: list[Uuid] | None = None
+
+
+class ToolCallInput(InputModel):
+    tool_name: Name
+    arguments: JsonObject
+    tool_id: Uuid | None = None
+
+
+class ToolCallFinish(InputModel):
+    result: JsonValue | None = None
+    error: NonBlankText | None = None
+
+
+class ToolStatsInput(InputModel):
+    since: Timestamp | None = None
+    tool_name: Name | None = None

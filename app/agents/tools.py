@@ -1,0 +1,585 @@
+"""Agent tools: MCP servers, the tools they offer, semantic tool selection, and the log of
+every tool call.
+
+An agent backend connects to MCP servers (`upsert_mcp_server`), keeps each server's tool
+list in step with what its tools/list reports (`sync_tools`, which also says which tools
+need a new embedding: `set_tool_embeddings`), gives an agent the few tools nearest to its
+task (`select_tools`, cosine similarity over the HNSW index) and logs each call the agent
+makes (`start_tool_call`, `finish_tool_call`; `list_tool_calls`, `tool_call_stats`).
+
+Every function takes the caller's connection and never commits; `sync_tools` runs in a
+transaction of its own (a savepoint inside the caller's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from psycopg import AsyncConnection
+from psycopg.rows import RowMaker
+from psycopg.types.json import Jsonb
+
+from app.agents.models import (
+    MAX_TOOL_PAYLOAD_BYTES,
+    McpServer,
+    McpServerInput,
+    Tool,
+    ToolCall,
+    ToolCallFinish,
+    ToolCallInput,
+    ToolCallStats,
+    ToolHit,
+    ToolSelectInput,
+    ToolSpec,
+    ToolStatsInput,
+    ToolSync,
+)
+from app.database.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    database_errors,
+)
+from app.database.rows import column_list, column_names, model_rows, returned, row_maker
+from app.database.validation import as_sequence, as_uuid, validated
+from app.database.vectors import run_vector_search
+from app.messaging.models import EmbeddingInput
+
+__all__ = [
+    "McpServer",
+    "Tool",
+    "ToolCall",
+    "ToolCallStats",
+    "ToolHit",
+    "ToolSpec",
+    "ToolSync",
+    "content_hash",
+    "delete_mcp_server",
+    "finish_tool_call",
+    "list_mcp_servers",
+    "list_tool_calls",
+    "list_tools",
+    "select_tools",
+    "set_tool_embeddings",
+    "start_tool_call",
+    "sync_tools",
+    "tool_call_stats",
+    "upsert_mcp_server",
+]
+
+DEFAULT_TOOL_EF_SEARCH = 100
+"""HNSW candidate list size of select_tools (at least its limit): tool sets are small, and a
+wrong tool costs an agent more than a millisecond."""
+
+# SQL --------------------------------------------------------------------------------------
+
+MCP_SERVER_COLUMNS = column_list(
+    McpServer,
+    "id, owner_id, name, transport, endpoint, config, is_enabled, created_at, updated_at, "
+    "deleted_at",
+)
+
+# The embedding stays on the server (6 KB a row); whether there is one is what callers need.
+TOOL_COLUMNS = column_list(
+    Tool,
+    "id, mcp_server_id, name, description, input_schema, "
+    "embedding IS NOT NULL AS has_embedding, content_hash, is_enabled, created_at, updated_at",
+)
+
+TOOL_CALL_COLUMNS = column_list(
+    ToolCall,
+    "id, execution_id, tool_id, owner_id, tool_name, arguments, result, error, status, "
+    "started_at, finished_at, created_at, updated_at",
+)
+
+# A server of that name and owner is updated in place (and live again if it was deleted);
+# whether it is enabled is the operator's to say, not the upsert's.
+UPSERT_MCP_SERVER = (
+    """
+INSERT INTO agents.mcp_servers (owner_id, name, transport, endpoint, config)
+VALUES (%(owner_id)s, %(name)s, %(transport)s, %(endpoint)s, %(config)s)
+ON CONFLICT ON CONSTRAINT uq_mcp_servers_owner_id_name DO UPDATE
+SET transport = EXCLUDED.transport,
+    endpoint = EXCLUDED.endpoint,
+    config = EXCLUDED.config,
+    deleted_at = NULL
+RETURNING """
+    + MCP_SERVER_COLUMNS
+)
+
+# The shared servers and the owner's, by name (with no owner: the shared ones).
+SELECT_MCP_SERVERS = (
+    "SELECT "
+    + MCP_SERVER_COLUMNS
+    + """
+FROM agents.mcp_servers
+WHERE deleted_at IS NULL
+  AND (owner_id IS NULL OR owner_id = %(owner_id)s)
+ORDER BY name, owner_id NULLS FIRST
+"""
+)
+
+SOFT_DELETE_MCP_SERVER = """
+UPDATE agents.mcp_servers
+SET deleted_at = now()
+WHERE id = %s
+  AND deleted_at IS NULL
+RETURNING id
+"""
+
+# sync_tools, first: the server's row lock, so that two syncs of one server run one after
+# the other (the second, in READ COMMITTED, then sees what the first committed) and the
+# server must be live (and, under row-level security, the owner's own).
+LOCK_MCP_SERVER = """
+SELECT id
+FROM agents.mcp_servers
+WHERE id = %s
+  AND deleted_at IS NULL
+FOR NO KEY UPDATE
+"""
+
+# Then one statement for the whole list: every offered tool inserted or, when its content
+# changed or it had been disabled, updated (a changed hash clears the embedding); every
+# enabled tool not offered any more disabled. A tool found unchanged is not written at all
+# (the DO UPDATE's WHERE), so its updated_at stays. Both CTEs see the same snapshot: the
+# disabling never touches a row the insert writes (their names are in the list).
+SYNC_TOOLS = """
+WITH offered AS (
+    SELECT name, description, input_schema, content_hash
+    FROM unnest(%(names)s::text[], %(descriptions)s::text[], %(schemas)s::jsonb[],
+                %(hashes)s::text[]) AS tool (name, description, input_schema, content_hash)
+), written AS (
+    INSERT INTO agents.tools (mcp_server_id, name, description, input_schema, content_hash)
+    SELECT %(server_id)s, name, description, input_schema, content_hash
+    FROM offered
+    ON CONFLICT ON CONSTRAINT uq_tools_mcp_server_id_name DO UPDATE
+    SET description = EXCLUDED.description,
+        input_schema = EXCLUDED.input_schema,
+        content_hash = EXCLUDED.content_hash,
+        embedding = CASE WHEN tools.content_hash = EXCLUDED.content_hash
+                         THEN tools.embedding END,
+        is_enabled = true
+    WHERE tools.content_hash <> EXCLUDED.content_hash
+       OR NOT tools.is_enabled
+    RETURNING xmax = 0 AS inserted
+), disabled AS (
+    UPDATE agents.tools
+    SET is_enabled = false
+    WHERE mcp_server_id = %(server_id)s
+      AND is_enabled
+      AND name <> ALL (%(names)s::text[])
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM written WHERE inserted),
+       (SELECT count(*) FROM written WHERE NOT inserted),
+       (SELECT count(*) FROM disabled)
+"""
+
+SELECT_TOOLS_OF_SERVER = (
+    "SELECT "
+    + TOOL_COLUMNS
+    + """
+FROM agents.tools
+WHERE mcp_server_id = %s
+ORDER BY name
+"""
+)
+
+UPDATE_TOOL_EMBEDDINGS = """
+UPDATE agents.tools AS tool
+SET embedding = item.embedding
+FROM unnest(%s::uuid[], %s::public.vector[]) AS item (id, embedding)
+WHERE tool.id = item.id
+"""
+
+# Nearest enabled, embedded tools on idx_tools_embedding (partial on is_enabled: the
+# predicate must stay for the planner to use it), whose server is enabled, live, and shared
+# or the owner's: a primary-key probe per candidate, as a scalar subquery so that it stays a
+# filter on the index scan; iterative scans go on until `limit` tools pass.
+SELECT_NEAREST_TOOLS = (
+    "SELECT "
+    + TOOL_COLUMNS
+    + """,
+       1 - (embedding <=> %(embedding)s) AS similarity
+FROM agents.tools
+WHERE is_enabled
+  AND embedding IS NOT NULL
+  AND (%(server_ids)s::uuid[] IS NULL OR mcp_server_id = ANY (%(server_ids)s::uuid[]))
+  AND (SELECT server.is_enabled
+              AND server.deleted_at IS NULL
+              AND (server.owner_id IS NULL OR server.owner_id = %(owner_id)s)
+       FROM agents.mcp_servers AS server
+       WHERE server.id = tools.mcp_server_id)
+ORDER BY embedding <=> %(embedding)s
+LIMIT %(limit)s
+"""
+)
+
+# The call takes its execution's owner; no row when there is no such execution.
+INSERT_TOOL_CALL = (
+    """
+INSERT INTO agents.tool_calls (execution_id, tool_id, owner_id, tool_name, arguments)
+SELECT execution.id, %(tool_id)s, execution.owner_id, %(tool_name)s, %(arguments)s
+FROM agents.executions AS execution
+WHERE execution.id = %(execution_id)s
+RETURNING """
+    + TOOL_CALL_COLUMNS
+)
+
+FINISH_TOOL_CALL = (
+    """
+UPDATE agents.tool_calls
+SET status = CASE WHEN %(error)s::text IS NULL THEN 'succeeded' ELSE 'failed' END,
+    result = %(result)s,
+    error = %(error)s,
+    finished_at = GREATEST(clock_timestamp(), started_at)
+WHERE id = %(tool_call_id)s
+  AND status = 'running'
+RETURNING """
+    + TOOL_CALL_COLUMNS
+)
+
+SELECT_TOOL_CALL_STATUS = "SELECT status FROM agents.tool_calls WHERE id = %s"
+
+SELECT_TOOL_CALLS = (
+    "SELECT "
+    + TOOL_CALL_COLUMNS
+    + """
+FROM agents.tool_calls
+WHERE execution_id = %s
+ORDER BY started_at, id
+"""
+)
+
+# Per tool: all calls since the moment, the failed ones, and percentiles of the finished
+# ones' durations (percentile_cont interpolates intervals too).
+SELECT_TOOL_CALL_STATS = """
+SELECT tool_name,
+       count(*) AS calls,
+       count(*) FILTER (WHERE status = 'failed') AS failures,
+       (count(*) FILTER (WHERE status = 'failed'))::float8 / count(*) AS failure_rate,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY finished_at - started_at)
+           FILTER (WHERE finished_at IS NOT NULL) AS p50_duration,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY finished_at - started_at)
+           FILTER (WHERE finished_at IS NOT NULL) AS p95_duration
+FROM agents.tool_calls
+WHERE started_at >= COALESCE(%(since)s::timestamptz, '-infinity')
+  AND (%(tool_name)s::text IS NULL OR tool_name = %(tool_name)s)
+GROUP BY tool_name
+ORDER BY tool_name
+"""
+
+MCP_SERVER_ROW = model_rows(McpServer)
+TOOL_ROW = model_rows(Tool)
+TOOL_CALL_ROW = model_rows(ToolCall)
+TOOL_CALL_STATS_ROW = model_rows(ToolCallStats)
+
+
+# MCP servers ------------------------------------------------------------------------------
+
+
+@database_errors
+async def upsert_mcp_server(
+    conn: AsyncConnection[Any],
+    *,
+    name: str,
+    transport: str,
+    endpoint: str,
+    owner_id: UUID | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> McpServer:
+    """Create the server `name` of `owner_id` (None: shared by every owner), or update its
+    transport, endpoint and config (a deleted one comes back)."""
+    data = validated(
+        McpServerInput,
+        name=name,
+        transport=transport,
+        endpoint=endpoint,
+        owner_id=owner_id,
+        config={} if config is None else config,
+    )
+    params = data.model_dump()
+    params["config"] = Jsonb(data.config)
+    async with conn.cursor(row_factory=MCP_SERVER_ROW) as cursor:
+        await cursor.execute(UPSERT_MCP_SERVER, params)
+        return returned(await cursor.fetchone())
+
+
+@database_errors
+async def list_mcp_servers(
+    conn: AsyncConnection[Any], *, owner_id: UUID | None = None
+) -> list[McpServer]:
+    """The live servers shared by every owner, and `owner_id`'s own, by name."""
+    params = {"owner_id": None if owner_id is None else as_uuid(owner_id, "owner_id")}
+    async with conn.cursor(row_factory=MCP_SERVER_ROW) as cursor:
+        await cursor.execute(SELECT_MCP_SERVERS, params)
+        return await cursor.fetchall()
+
+
+@database_errors
+async def delete_mcp_server(conn: AsyncConnection[Any], server_id: UUID) -> None:
+    """Soft-delete the server: its tools are no longer selected; its calls stay logged."""
+    cursor = await conn.execute(SOFT_DELETE_MCP_SERVER, [as_uuid(server_id, "server_id")])
+    if await cursor.fetchone() is None:
+        raise NotFoundError(f"MCP server {server_id} not found", field="server_id")
+
+
+# Tools ------------------------------------------------------------------------------------
+
+
+def content_hash(tool: ToolSpec) -> str:
+    """SHA-256 (hex) of a tool's name, description and input schema, as sync_tools stores it:
+    JSON with sorted keys, so that the same schema always hashes the same."""
+    text = json.dumps(
+        [tool.name, tool.description, tool.input_schema],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@database_errors
+async def sync_tools(
+    conn: AsyncConnection[Any],
+    server_id: UUID,
+    tools: Sequence[ToolSpec | Mapping[str, Any]],
+) -> ToolSync:
+    """Make the server's stored tools what it offers now: new tools inserted, changed ones
+    updated (their embedding cleared when the content hash changed), ones no longer offered
+    disabled (never deleted: their calls keep pointing at them). One transaction, two
+    statements whatever the number of tools; syncs of one server run one after the other."""
+    server = as_uuid(server_id, "server_id")
+    specs = [_tool_spec(tool, index) for index, tool in enumerate(as_sequence(tools, "tools"))]
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise InvalidInputError(f"tools: names offered twice: {', '.join(twice)}", field="tools")
+    params = {
+        "server_id": server,
+        "names": names,
+        "descriptions": [spec.description for spec in specs],
+        "schemas": [Jsonb(spec.input_schema) for spec in specs],
+        "hashes": [content_hash(spec) for spec in specs],
+    }
+    async with conn.transaction():
+        cursor = await conn.execute(LOCK_MCP_SERVER, [server])
+        if await cursor.fetchone() is None:
+            raise NotFoundError(f"MCP server {server_id} not found", field="server_id")
+        cursor = await conn.execute(SYNC_TOOLS, params)
+        inserted, updated, disabled = returned(await cursor.fetchone())
+    return ToolSync(
+        inserted=inserted,
+        updated=updated,
+        disabled=disabled,
+        unchanged=len(specs) - inserted - updated,
+    )
+
+
+@database_errors
+async def list_tools(conn: AsyncConnection[Any], server_id: UUID) -> list[Tool]:
+    """The server's tools, enabled or not, by name (`has_embedding`: which are embedded)."""
+    async with conn.cursor(row_factory=TOOL_ROW) as cursor:
+        await cursor.execute(SELECT_TOOLS_OF_SERVER, [as_uuid(server_id, "server_id")])
+        return await cursor.fetchall()
+
+
+@database_errors
+async def set_tool_embeddings(
+    conn: AsyncConnection[Any], items: Mapping[UUID, Any] | Sequence[tuple[UUID, Any]]
+) -> int:
+    """Store tools' embeddings (tool id → vector, a mapping or pairs); return how many tools
+    were updated. Every vector is validated before anything is written."""
+    pairs = list(items.items()) if isinstance(items, Mapping) else as_sequence(items, "items")
+    ids, vectors = [], []
+    for index, pair in enumerate(pairs):
+        if isinstance(pair, str | bytes | Mapping) or not isinstance(pair, Sequence):
+            raise InvalidInputError(
+                f"items[{index}]: must be a (tool_id, embedding) pair, not {type(pair).__name__}",
+                field=f"items[{index}]",
+            )
+        if len(pair) != 2:
+            raise InvalidInputError(
+                f"items[{index}]: must be a (tool_id, embedding) pair, not {len(pair)} values",
+                field=f"items[{index}]",
+            )
+        tool_id, embedding = pair
+        ids.append(as_uuid(tool_id, f"items[{index}].tool_id"))
+        try:
+            vectors.append(EmbeddingInput(embedding=embedding).embedding)
+        except InvalidInputError as problem:
+            field = f"items[{index}].{problem.field}"
+            raise InvalidInputError(f"items[{index}].{problem}", field=field) from None
+    if not ids:
+        return 0
+    cursor = await conn.execute(UPDATE_TOOL_EMBEDDINGS, [ids, vectors], binary=True)
+    return cursor.rowcount
+
+
+@database_errors
+async def select_tools(
+    conn: AsyncConnection[Any],
+    *,
+    embedding: Any,
+    limit: int = 8,
+    owner_id: UUID | None = None,
+    server_ids: Sequence[UUID] | None = None,
+) -> list[ToolHit]:
+    """The `limit` enabled, embedded tools nearest to `embedding` (cosine), best first, of
+    enabled live servers that are shared or `owner_id`'s (None: shared only), optionally only
+    of `server_ids`. Fewer only when fewer such tools exist."""
+    vector = EmbeddingInput(embedding=embedding).embedding
+    data = validated(
+        ToolSelectInput,
+        limit=limit,
+        owner_id=owner_id,
+        server_ids=None if server_ids is None else as_sequence(server_ids, "server_ids"),
+    )
+    params = {
+        "embedding": vector,
+        "limit": data.limit,
+        "owner_id": data.owner_id,
+        "server_ids": data.server_ids,
+    }
+    cursor = conn.cursor(row_factory=_hit_rows)
+    ef_search = max(DEFAULT_TOOL_EF_SEARCH, data.limit)
+    await run_vector_search(conn, cursor, SELECT_NEAREST_TOOLS, params, ef_search=ef_search)
+    return await cursor.fetchall()
+
+
+# Tool calls -------------------------------------------------------------------------------
+
+
+@database_errors
+async def start_tool_call(
+    conn: AsyncConnection[Any],
+    execution_id: UUID,
+    *,
+    tool_name: str,
+    arguments: Mapping[str, Any],
+    tool_id: UUID | None = None,
+) -> ToolCall:
+    """Log the start of a call by `execution_id` (its owner is the call's); arguments are a
+    JSON object of at most 64 KiB. The clock is the server's."""
+    execution = as_uuid(execution_id, "execution_id")
+    data = validated(ToolCallInput, tool_name=tool_name, arguments=arguments, tool_id=tool_id)
+    _check_size(data.arguments, "arguments")
+    params = {
+        "execution_id": execution,
+        "tool_id": data.tool_id,
+        "tool_name": data.tool_name,
+        "arguments": Jsonb(data.arguments),
+    }
+    async with conn.cursor(row_factory=TOOL_CALL_ROW) as cursor:
+        await cursor.execute(INSERT_TOOL_CALL, params)
+        call = await cursor.fetchone()
+    if call is None:
+        raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
+    return call
+
+
+@database_errors
+async def finish_tool_call(
+    conn: AsyncConnection[Any],
+    tool_call_id: UUID,
+    *,
+    result: Any = None,
+    error: str | None = None,
+) -> ToolCall:
+    """Finish a running call: failed with `error` if one is given, else succeeded with
+    `result` (any JSON value, at most 64 KiB). A call finished already → ConflictError."""
+    call_id = as_uuid(tool_call_id, "tool_call_id")
+    data = validated(ToolCallFinish, result=result, error=error)
+    if data.error is not None and data.result is not None:
+        raise InvalidInputError(
+            "result: a failed call has no result (give result or error, not both)",
+            field="result",
+        )
+    _check_size(data.result, "result")
+    if data.error is not None and len(data.error.encode()) > MAX_TOOL_PAYLOAD_BYTES:
+        raise InvalidInputError(f"error: at most {MAX_TOOL_PAYLOAD_BYTES} bytes", field="error")
+    params = {
+        "tool_call_id": call_id,
+        "result": None if data.result is None else Jsonb(data.result),
+        "error": data.error,
+    }
+    async with conn.cursor(row_factory=TOOL_CALL_ROW) as cursor:
+        await cursor.execute(FINISH_TOOL_CALL, params)
+        call = await cursor.fetchone()
+    if call is not None:
+        return call
+    status = await (await conn.execute(SELECT_TOOL_CALL_STATUS, [call_id])).fetchone()
+    if status is None:
+        raise NotFoundError(f"tool call {tool_call_id} not found", field="tool_call_id")
+    raise ConflictError(f"tool call {tool_call_id} is {status[0]} already, not running")
+
+
+@database_errors
+async def list_tool_calls(conn: AsyncConnection[Any], execution_id: UUID) -> list[ToolCall]:
+    """The execution's tool calls in the order they started."""
+    async with conn.cursor(row_factory=TOOL_CALL_ROW) as cursor:
+        await cursor.execute(SELECT_TOOL_CALLS, [as_uuid(execution_id, "execution_id")])
+        return await cursor.fetchall()
+
+
+@database_errors
+async def tool_call_stats(
+    conn: AsyncConnection[Any], *, since: Any = None, tool_name: str | None = None
+) -> list[ToolCallStats]:
+    """Per tool (or only `tool_name`), over calls started since `since`: calls, failures,
+    failure rate, and the median and 95th percentile of finished calls' durations."""
+    data = validated(ToolStatsInput, since=since, tool_name=tool_name)
+    async with conn.cursor(row_factory=TOOL_CALL_STATS_ROW) as cursor:
+        await cursor.execute(SELECT_TOOL_CALL_STATS, data.model_dump())
+        return await cursor.fetchall()
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def _tool_spec(tool: Any, index: int) -> ToolSpec:
+    if isinstance(tool, ToolSpec):
+        return tool
+    if not isinstance(tool, Mapping):
+        raise InvalidInputError(
+            f"tools[{index}]: must be a ToolSpec or a mapping, not {type(tool).__name__}",
+            field=f"tools[{index}]",
+        )
+    try:
+        return ToolSpec(**tool)
+    except InvalidInputError as problem:
+        raise InvalidInputError(
+            f"tools[{index}].{problem}", field=f"tools[{index}].{problem.field}"
+        ) from None
+
+
+def _check_size(value: Any, field: str) -> None:
+    """Refuse a payload larger than the log keeps (counted as jsonb prints it)."""
+    if value is None:
+        return
+    size = len(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")).encode())
+    if size > MAX_TOOL_PAYLOAD_BYTES:
+        raise InvalidInputError(
+            f"{field}: {size} bytes as JSON, more than the {MAX_TOOL_PAYLOAD_BYTES} a tool call"
+            " keeps",
+            field=field,
+        )
+
+
+_TOOL_FIELDS = len(Tool.model_fields)
+
+
+def _hit_rows(cursor: Any) -> RowMaker[ToolHit]:
+    """Row factory of select_tools: the Tool columns, then similarity."""
+    names = column_names(cursor)
+    make_tool = row_maker(Tool, names[:_TOOL_FIELDS])
+    construct = ToolHit.model_construct
+
+    def make_row(values: Sequence[Any]) -> ToolHit:
+        return construct(tool=make_tool(values[:_TOOL_FIELDS]), similarity=values[_TOOL_FIELDS])
+
+    return make_row
