@@ -21,15 +21,21 @@
 Every operation runs in its own transaction(s) in all five. The data set is loaded once on
 a throwaway server: owners with a long-tailed number of chats, chats with a long-tailed
 number of messages (no embeddings: add_message is measured without one, as messages usually
-arrive before their embedding), todos, mostly finished executions with a short queue, and
-Telegram sessions; every input carries its owner, so that (d) and (e) look nothing up while
-they are timed. Each operation then runs several rounds; in every round the five layers run
-the same inputs one after the other, in an order that rotates, so that drift of the machine
-hits all alike. Reported: median ops/s per layer; the medians of the per-round time ratios
-b/a, d/a and d/e against the issue's cost target, e/a (what row-level security and
-owner-scoped transactions cost the driver itself, the server's share of d/a) and c/b
-against its speed target; and each layer's client CPU per operation (what b adds to a on
-the Python side, d to e and to b). A layer that cannot run an operation at all (say, a
+arrive before their embedding), todos, mostly finished executions with a short queue,
+Telegram sessions, and MCP tools: one owner's server whose tools `sync_tools` syncs (each
+call offers the stored list with one description changed, so it updates one tool and finds
+the rest unchanged; all five layers sync that server, under RLS in its owner's session),
+and shared servers of embedded tools (clustered 1536-d unit vectors) that `select_tools`
+picks the 8 nearest of to a task embedding, for any owner. Every input carries its owner,
+so that (d) and (e) look nothing up while they are timed. Each operation then runs several
+rounds; in every round the five layers run the same inputs one after the other, in an order
+that rotates, so that drift of the machine hits all alike (a round of sync_tools changes a
+tool and changes it back, so every layer's turn starts from the same stored list).
+Reported: median ops/s per layer; the medians of the per-round time ratios b/a, d/a and
+d/e against the issue's cost target, e/a (what row-level security and owner-scoped
+transactions cost the driver itself, the server's share of d/a) and c/b against its speed
+target; and each layer's client CPU per operation (what b adds to a on the Python side, d
+to e and to b). A layer that cannot run an operation at all (say, a
 statement RLS refuses) is reported as failing it, and the others are measured without it.
 Writes bench-results/layer.md and layer.png.
 """
@@ -38,9 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import platform
 import random
 import statistics
+import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -50,6 +58,7 @@ from decimal import Decimal
 from typing import Any, LiteralString, Protocol
 from uuid import UUID
 
+import numpy as np
 import psycopg
 import psycopg_pool
 from pgvector.psycopg import register_vector_async
@@ -58,15 +67,20 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from app import agents, messaging, tasks, telegram
+from app.agents import tools as agent_tools
+from app.agents.models import ToolSpec
 from app.bench.common import markdown_table, results_dir
+from app.bench.search import clustered_vectors
 from app.database import AgentDBError, DatabaseConfig, DatabaseManager, embedded
 from app.database.migrations import Migrator
 from app.database.pagination import FIRST_PAGE_AT, LAST_UUID
+from app.database.vectors import SET_SEARCH_SETTINGS
 from app.messaging import queries as message_sql
 from app.seed import AGENTS, LANGUAGES, MODELS, TOPICS, long_tail
 
 BOT_ID = 7_000_000_001
 BULK_ROWS = 10_000
+TOOL_QUERIES = 256  # task embeddings select_tools is asked about, drawn like the tools'
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,17 @@ class LayerSize:
     executions: int
     queued: int
     sessions: int
+    synced_tools: int
+    """Tools of the owner's server that sync_tools syncs (one of them changed per call)."""
+    tool_servers: int
+    """Shared MCP servers of embedded tools that select_tools selects from…"""
+    tools_per_server: int
+    """… and the tools of each."""
     rounds: int
     ops_per_round: int
+    tool_ops_per_round: int
+    """Calls per round of sync_tools and select_tools, which take milliseconds each (tens,
+    some layers): their rounds are as many as the others', and shorter."""
     bulk_rounds: int
     bulk_rows: int = BULK_ROWS
 
@@ -92,8 +115,12 @@ FULL = LayerSize(
     executions=20_000,
     queued=200,
     sessions=2_000,
+    synced_tools=500,
+    tool_servers=10,
+    tools_per_server=500,
     rounds=60,  # rounds are a multiple of the four layers: each runs first, second, … alike
     ops_per_round=25,
+    tool_ops_per_round=4,
     bulk_rounds=20,
 )
 QUICK = LayerSize(
@@ -104,8 +131,12 @@ QUICK = LayerSize(
     executions=2_000,
     queued=50,
     sessions=200,
+    synced_tools=100,
+    tool_servers=10,
+    tools_per_server=100,
     rounds=12,
     ops_per_round=10,
+    tool_ops_per_round=4,
     bulk_rounds=4,
 )
 
@@ -115,10 +146,15 @@ QUICK = LayerSize(
 
 @dataclass
 class Dataset:
+    owners: list[UUID]
     chats: list[tuple[UUID, UUID]]  # (chat_id, owner_id)
     todos: list[tuple[UUID, UUID]]  # (todo_id, owner_id)
     sessions: list[tuple[dict[str, Any], UUID]]  # (key, owner of its chat, else any owner)
+    sync_server: tuple[UUID, UUID]  # (server_id, owner_id): the server sync_tools syncs
+    synced_tools: list[dict[str, Any]]  # its tools as stored, what each sync starts from
+    tool_queries: np.ndarray[Any, Any]  # task embeddings for select_tools
     messages: int = 0
+    selectable_tools: int = 0
 
 
 INSERT_CHATS = """
@@ -165,6 +201,22 @@ FROM unnest(%s::bigint[], %s::text[], %s::uuid[]) AS session (user_id, language_
 """
 
 
+# The shared tools' embeddings, sent in binary (%b): set_tool_embeddings sends a vector[]
+# in text, a millisecond or more per vector on each side, too slow for a load of thousands.
+SET_TOOL_EMBEDDINGS = """
+UPDATE agents.tools AS tool
+SET embedding = item.embedding
+FROM unnest(%b::uuid[], %b::public.vector[]) AS item (id, embedding)
+WHERE tool.id = item.id
+"""
+# The tools' HNSW index is built after the load, as `bench search` builds its own: one build
+# takes a fraction of the time of thousands of inserts into it.
+SELECT_TOOLS_INDEX_DEFINITION = (
+    "SELECT pg_catalog.pg_get_indexdef('agents.idx_tools_embedding'::regclass)"
+)
+DROP_TOOLS_INDEX = "DROP INDEX agents.idx_tools_embedding"
+
+
 # The full-text GIN index collects new entries in a pending list and merges it into the index
 # when it outgrows gin_pending_list_limit (4 MB): a merge of several batches that one unlucky
 # insert pays for, whichever layer made it. Autovacuum merges it in the background in
@@ -189,6 +241,82 @@ def message_text(rng: random.Random, topic: int, role: str) -> str:
         f"Done: I will {verb} {thing}. I also checked what else the {title.lower()} needs "
         "and added it to your list. Anything else?"
     )
+
+
+def tool_spec(rng: random.Random, number: int) -> dict[str, Any]:
+    """A tool as an MCP server's tools/list reports it: a name, a sentence of description,
+    and a small JSON Schema of its arguments."""
+    title, verb, things = TOPICS[number % len(TOPICS)]
+    thing = rng.choice(things)
+    return {
+        "name": f"{verb}_{title.lower().replace(' ', '_')}_{number:04d}",
+        "description": (
+            f"{verb.capitalize()} {thing} or anything else the {title.lower()} needs. Give"
+            " what to act on and, optionally, when; returns what was done."
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "target": {"type": "string", "description": f"What to {verb}, e.g. {thing}"},
+                "when": {"type": "string", "format": "date-time"},
+                "quantity": {"type": "integer", "minimum": 1},
+                "notes": {"type": "string", "maxLength": 2000},
+            },
+            "required": ["target"],
+        },
+    }
+
+
+async def load_tools(
+    db: DatabaseManager, size: LayerSize, rng: random.Random, owners: Sequence[UUID]
+) -> tuple[tuple[UUID, UUID], list[dict[str, Any]], np.ndarray[Any, Any], int]:
+    """The owner-held server that sync_tools syncs (its tools not embedded), and the shared
+    servers of embedded tools that select_tools selects from, made with agentdb's
+    upsert_mcp_server and sync_tools (the embeddings stored in binary). Returns the first
+    (server, owner), its tools, the query embeddings and how many tools are selectable."""
+    owner = rng.choice(owners)
+    synced = [tool_spec(rng, number) for number in range(size.synced_tools)]
+    async with db.session() as conn:
+        server = await agent_tools.upsert_mcp_server(
+            conn,
+            name="bench-sync",
+            transport="http",
+            endpoint="https://mcp.example.com/bench-sync",
+            owner_id=owner,
+        )
+        await agent_tools.sync_tools(conn, server.id, synced)
+    selectable = size.tool_servers * size.tools_per_server
+    async with db.connection() as conn:
+        cursor = await conn.execute(SELECT_TOOLS_INDEX_DEFINITION)
+        definition = (await cursor.fetchone() or [""])[0]
+        await conn.execute(DROP_TOOLS_INDEX)
+    vectors = clustered_vectors(
+        np.random.default_rng(rng.getrandbits(32)),
+        selectable + TOOL_QUERIES,
+        clusters=max(selectable // 200, 10),
+    )
+    for number in range(size.tool_servers):
+        specs = [tool_spec(rng, tool) for tool in range(size.tools_per_server)]
+        offset = number * size.tools_per_server
+        async with db.session() as conn:
+            shared = await agent_tools.upsert_mcp_server(
+                conn,
+                name=f"bench-shared-{number}",
+                transport="stdio",
+                endpoint=f"bench-mcp-server --profile {number}",
+            )
+            await agent_tools.sync_tools(conn, shared.id, specs)
+            ids = {tool.name: tool.id for tool in await agent_tools.list_tools(conn, shared.id)}
+            await conn.execute(
+                SET_TOOL_EMBEDDINGS,
+                [
+                    [ids[spec["name"]] for spec in specs],
+                    list(vectors[offset : offset + size.tools_per_server]),
+                ],
+            )
+    async with db.connection() as conn:
+        await conn.execute(sql.SQL(definition))  # the migration's own definition, verbatim
+    return (server.id, owner), synced, vectors[selectable:], selectable
 
 
 async def load(conninfo: str, size: LayerSize, rng: random.Random) -> Dataset:
@@ -289,6 +417,9 @@ async def load(conninfo: str, size: LayerSize, rng: random.Random) -> Dataset:
                     [None if chat is None else chat[0] for chat in session_chats],
                 ],
             )
+        sync_server, synced_tools, tool_queries, selectable = await load_tools(
+            db, size, rng, owners
+        )
         async with db.connection() as conn:
             await conn.execute(RAISE_GIN_PENDING_LIST_LIMIT)
             await conn.execute("VACUUM ANALYZE")
@@ -299,7 +430,17 @@ async def load(conninfo: str, size: LayerSize, rng: random.Random) -> Dataset:
         )
         for user_id, chat in zip(user_ids, session_chats, strict=True)
     ]
-    return Dataset(chats=chats, todos=todos, sessions=sessions, messages=size.messages)
+    return Dataset(
+        owners=owners,
+        chats=chats,
+        todos=todos,
+        sessions=sessions,
+        sync_server=sync_server,
+        synced_tools=synced_tools,
+        tool_queries=tool_queries,
+        messages=size.messages,
+        selectable_tools=selectable,
+    )
 
 
 # The four layers --------------------------------------------------------------------------
@@ -324,6 +465,10 @@ class Layer(Protocol):
         patch: dict[str, Any],
     ) -> Any: ...
     async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any: ...
+    async def sync_tools(
+        self, owner: UUID, server_id: UUID, tools: Sequence[dict[str, Any]]
+    ) -> Any: ...
+    async def select_tools(self, owner: UUID, embedding: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -492,6 +637,34 @@ class RawLayer:
             )
         return len(rows)
 
+    async def sync_tools(
+        self, owner: UUID, server_id: UUID, tools: Sequence[dict[str, Any]]
+    ) -> Any:
+        params = {
+            "server_id": server_id,
+            "names": [tool["name"] for tool in tools],
+            "descriptions": [tool["description"] for tool in tools],
+            "schemas": [Jsonb(tool["input_schema"]) for tool in tools],
+            "hashes": [
+                agent_tools.content_hash(ToolSpec.model_construct(**tool)) for tool in tools
+            ],
+        }
+        async with self.unit(owner) as conn:
+            await (await conn.execute(agent_tools.LOCK_MCP_SERVER, [server_id])).fetchone()
+            cursor = await conn.execute(agent_tools.SYNC_TOOLS, params)
+            return await cursor.fetchone()
+
+    async def select_tools(self, owner: UUID, embedding: Any) -> Any:
+        params = {"embedding": embedding, "limit": 8, "owner_id": owner, "server_ids": None}
+        async with self.unit(owner) as conn:
+            cursor = conn.cursor()
+            # The settings and the search in one pipeline, as run_vector_search sends them;
+            # local to the unit's transaction, which ends right after.
+            async with conn.pipeline():
+                await conn.execute(SET_SEARCH_SETTINGS, [str(agent_tools.DEFAULT_TOOL_EF_SEARCH)])
+                await cursor.execute(agent_tools.SELECT_NEAREST_TOOLS, params, binary=True)
+            return await cursor.fetchall()
+
 
 class ScopedRawLayer(RawLayer):
     """(e): (a) through the login of (d), so row-level security applies, each transaction
@@ -593,6 +766,16 @@ class AgentdbLayer:
         async with self.session(owner) as conn:
             return await messaging.add_messages(conn, rows)
 
+    async def sync_tools(
+        self, owner: UUID, server_id: UUID, tools: Sequence[dict[str, Any]]
+    ) -> Any:
+        async with self.session(owner) as conn:
+            return await agent_tools.sync_tools(conn, server_id, tools)
+
+    async def select_tools(self, owner: UUID, embedding: Any) -> Any:
+        async with self.session(owner) as conn:
+            return await agent_tools.select_tools(conn, embedding=embedding, owner_id=owner)
+
 
 class ScopedAgentdbLayer(AgentdbLayer):
     """(d): (b)'s calls through a login of agentdb_app (row-level security applies), each
@@ -657,6 +840,14 @@ class OrmLayerAdapter:
     async def add_messages(self, owner: UUID, rows: Sequence[dict[str, Any]]) -> Any:
         return await self.orm.add_messages(rows)
 
+    async def sync_tools(
+        self, owner: UUID, server_id: UUID, tools: Sequence[dict[str, Any]]
+    ) -> Any:
+        return await self.orm.sync_tools(server_id, tools)
+
+    async def select_tools(self, owner: UUID, embedding: Any) -> Any:
+        return await self.orm.select_tools(embedding, owner)
+
 
 # The operations ---------------------------------------------------------------------------
 
@@ -683,6 +874,8 @@ class Operation:
     """Units a call counts for (rows, for the bulk insert)."""
     before_each: tuple[LiteralString, ...] = ()
     """Statements run (untimed) before every layer's turn in a round."""
+    calls_per_round: int | None = None
+    """Calls in a round, if not the size's ops_per_round (bulk: always 1)."""
 
 
 def operations(data: Dataset, size: LayerSize) -> list[Operation]:
@@ -775,6 +968,37 @@ def operations(data: Dataset, size: LayerSize) -> list[Operation]:
             calls.append(bind("add_messages", owner, rows))
         return calls
 
+    server_id, server_owner = data.sync_server
+    revisions = itertools.count(1)
+
+    def sync_tools(rng: random.Random, count: int) -> list[Call]:
+        """Syncs of the owner's server, each offering its stored list with one tool changed
+        (its description): 1 update, the rest unchanged. All five layers sync the same
+        server with the same lists, so each round is a closed walk: a tool changed, then
+        changed back (twice over, then back, when the count is odd), another tool each time;
+        every layer's turn starts and ends at the stored list."""
+        base = data.synced_tools
+        calls: list[Call] = []
+        index = rng.randrange(len(base))
+        while len(calls) < count:
+            left = count - len(calls)
+            steps = left if left <= 3 else 2
+            index = (index + rng.randrange(1, len(base))) % len(base)  # another one
+            for step in range(steps):
+                tools = list(base)
+                if step < steps - 1 or steps == 1:
+                    tool = base[index]
+                    revised = f"{tool['description']} (revision {next(revisions)})"
+                    tools[index] = {**tool, "description": revised}
+                calls.append(bind("sync_tools", server_owner, server_id, tools))
+        return calls
+
+    def select_tools(rng: random.Random, count: int) -> list[Call]:
+        picks = [rng.randrange(len(data.tool_queries)) for _ in range(count)]
+        return [
+            bind("select_tools", rng.choice(data.owners), data.tool_queries[pick]) for pick in picks
+        ]
+
     return [
         Operation("add_message", "write", add_message),
         Operation("list_messages (page of 50)", "read", list_messages),
@@ -782,6 +1006,18 @@ def operations(data: Dataset, size: LayerSize) -> list[Operation]:
         Operation("update_todo", "write", update_todo),
         Operation("enqueue + claim + complete", "write", run_execution),
         Operation("upsert_session + update_data", "write", touch_session),
+        Operation(
+            f"sync_tools ({len(data.synced_tools):,}, 1 changed)",
+            "write",
+            sync_tools,
+            calls_per_round=size.tool_ops_per_round,
+        ),
+        Operation(
+            f"select_tools (8 of {data.selectable_tools:,})",
+            "read",
+            select_tools,
+            calls_per_round=size.tool_ops_per_round,
+        ),
         Operation(
             f"bulk insert {size.bulk_rows:,} messages",
             "bulk",
@@ -998,7 +1234,7 @@ async def measure_all(
                     layers,
                     operation,
                     size.bulk_rounds if bulk else size.rounds,
-                    1 if bulk else size.ops_per_round,
+                    1 if bulk else operation.calls_per_round or size.ops_per_round,
                     seed=1000 + index,
                     admin=raw_pool,
                 )
@@ -1152,7 +1388,7 @@ def plot(results: Sequence[OperationResult], title: str) -> str | None:
         axes.set_xticks(list(positions), names, rotation=35, ha="right", fontsize=8)
         axes.grid(axis="y", alpha=0.3)
         axes.title.set_fontsize(9)
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=10)
     figure.tight_layout()
     path = results_dir() / "layer.png"
     figure.savefig(path, dpi=120)
@@ -1190,7 +1426,8 @@ def run(size: LayerSize = FULL) -> str:
         gc.freeze()  # the data set's objects are never garbage: keep them out of every collection
         print(
             f"loaded {len(data.chats):,} chats of {size.owners} owners, {size.messages:,} messages,"
-            f" {size.todos:,} todos, {size.executions:,} executions, {size.sessions:,} sessions"
+            f" {size.todos:,} todos, {size.executions:,} executions, {size.sessions:,} sessions,"
+            f" {size.synced_tools + data.selectable_tools:,} tools"
             f" in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
@@ -1202,9 +1439,12 @@ def run(size: LayerSize = FULL) -> str:
     major, minor = divmod(server_version, 10_000)
     summary = (
         f"{len(data.chats):,} chats / {size.owners} owners, {size.messages:,} messages,"
-        f" {size.todos:,} todos, {size.executions:,} executions, {size.sessions:,} sessions;"
+        f" {size.todos:,} todos, {size.executions:,} executions, {size.sessions:,} sessions,"
+        f" {size.synced_tools:,} tools synced, {data.selectable_tools:,} embedded tools on"
+        f" {size.tool_servers} shared MCP servers;"
         f" {size.rounds} rounds x {size.ops_per_round} ops"
-        f" ({size.bulk_rounds} rounds of the bulk insert)"
+        f" ({size.tool_ops_per_round} of sync_tools and select_tools;"
+        f" {size.bulk_rounds} rounds of the bulk insert)"
     )
     misses = [f"- {r.operation.name}: {'; '.join(r.misses())}" for r in results if r.misses()]
     report = (

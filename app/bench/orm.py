@@ -1,6 +1,6 @@
 """The ORM side of `agentdb bench layer`: SQLAlchemy 2.0 async ORM on asyncpg.
 
-Mapped classes for the five tables the benchmark touches, and the benchmark's operations
+Mapped classes for the seven tables the benchmark touches, and the benchmark's operations
 written the way a competent SQLAlchemy user would write them: an `AsyncSession` per unit of
 work, `select()` statements, objects added and mutated, `flush`/`commit`, row locks where the
 thin layer's single statement is atomic (SELECT … FOR UPDATE before a read-modify-write), and
@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Computed,
     DateTime,
+    Dialect,
     FetchedValue,
     ForeignKey,
     Integer,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -46,7 +48,20 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
 
+from app.agents.models import ToolSpec
+from app.agents.tools import content_hash
 from app.database.vectors import EMBEDDING_DIMENSIONS
+
+
+class BinaryVector(Vector):
+    """pgvector's SQLAlchemy type, its values bound as they are: the binary codec that
+    `make_engine` registers with asyncpg encodes them (the stock type binds the text form,
+    which that codec refuses)."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
 
 
 class Base(DeclarativeBase):
@@ -175,6 +190,47 @@ class TelegramSession(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     is_active: Mapped[bool] = mapped_column(server_default="true")
     last_seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), server_onupdate=FetchedValue()
+    )
+
+
+class McpServer(Base):
+    __tablename__ = "mcp_servers"
+    __table_args__ = {"schema": "agents"}  # noqa: RUF012
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+    owner_id: Mapped[uuid.UUID | None]
+    name: Mapped[str] = mapped_column(String(200))
+    transport: Mapped[str] = mapped_column(String(10))
+    endpoint: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    is_enabled: Mapped[bool] = mapped_column(server_default="true")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), server_onupdate=FetchedValue()
+    )
+    deleted_at: Mapped[datetime | None]
+
+
+class Tool(Base):
+    __tablename__ = "tools"
+    __table_args__ = {"schema": "agents"}  # noqa: RUF012
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=func.gen_random_uuid())
+    mcp_server_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.mcp_servers.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    input_schema: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text('\'{"type": "object"}\'::jsonb')
+    )
+    # 6 KB a row, and needed only by the search itself: loaded when asked for.
+    embedding: Mapped[Any | None] = deferred(mapped_column(BinaryVector(EMBEDDING_DIMENSIONS)))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    is_enabled: Mapped[bool] = mapped_column(server_default="true")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), server_onupdate=FetchedValue()
@@ -401,3 +457,83 @@ class OrmLayer:
                 [{"id": chat_id, "last_message_at": at} for chat_id, at in last_at.items()],
             )
         return len(rows)
+
+    async def sync_tools(
+        self, server_id: uuid.UUID, tools: Sequence[Mapping[str, Any]]
+    ) -> dict[str, int]:
+        """Make the server's stored tools the offered ones: load them all, compare content
+        hashes (the same as agentdb's, so that either may sync a server), add the new,
+        update the changed (clearing their embedding), disable the ones no longer offered."""
+        counts = dict.fromkeys(("inserted", "updated", "disabled", "unchanged"), 0)
+        async with self.sessions() as session, session.begin():
+            # The server's row lock, so that two syncs of one server run one after the other.
+            locked = await session.scalar(
+                select(McpServer.id)
+                .where(McpServer.id == server_id, McpServer.deleted_at.is_(None))
+                .with_for_update(key_share=True)
+            )
+            if locked is None:
+                raise LookupError(f"MCP server {server_id} not found")
+            stored = {
+                tool.name: tool
+                for tool in await session.scalars(
+                    select(Tool).where(Tool.mcp_server_id == server_id)
+                )
+            }
+            offered = set()
+            for spec in tools:
+                name = spec["name"]
+                offered.add(name)
+                digest = content_hash(ToolSpec.model_construct(**spec))
+                tool = stored.get(name)
+                if tool is None:
+                    session.add(
+                        Tool(
+                            mcp_server_id=server_id,
+                            name=name,
+                            description=spec["description"],
+                            input_schema=spec["input_schema"],
+                            content_hash=digest,
+                        )
+                    )
+                    counts["inserted"] += 1
+                elif tool.content_hash != digest or not tool.is_enabled:
+                    if tool.content_hash != digest:
+                        tool.embedding = None
+                    tool.description = spec["description"]
+                    tool.input_schema = spec["input_schema"]
+                    tool.content_hash = digest
+                    tool.is_enabled = True
+                    counts["updated"] += 1
+                else:
+                    counts["unchanged"] += 1
+            for name, tool in stored.items():
+                if tool.is_enabled and name not in offered:
+                    tool.is_enabled = False
+                    counts["disabled"] += 1
+            await session.flush()
+        return counts
+
+    async def select_tools(
+        self, embedding: Any, owner_id: uuid.UUID, limit: int = 8
+    ) -> list[tuple[Tool, float]]:
+        """The `limit` enabled, embedded tools nearest to `embedding` (cosine) of enabled,
+        live servers that are shared or the owner's: the ORM's join, ordered by distance.
+        (Whether the planner takes the HNSW index for it, or joins and sorts every distance,
+        is the planner's call; no search settings, as no other operation here sets any.)"""
+        distance = Tool.embedding.cosine_distance(embedding)
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Tool, (1 - distance).label("similarity"))
+                .join(McpServer, McpServer.id == Tool.mcp_server_id)
+                .where(
+                    Tool.is_enabled,
+                    Tool.embedding.is_not(None),
+                    McpServer.is_enabled,
+                    McpServer.deleted_at.is_(None),
+                    or_(McpServer.owner_id.is_(None), McpServer.owner_id == owner_id),
+                )
+                .order_by(distance)
+                .limit(limit)
+            )
+            return [(tool, similarity) for tool, similarity in rows.tuples()]
