@@ -142,16 +142,28 @@ WHERE id = %s
 FOR NO KEY UPDATE
 """
 
-# Then one statement for the whole list: every offered tool inserted or, when its content
-# changed or it had been disabled, updated (a changed hash clears the embedding); every
-# enabled tool not offered any more disabled. A tool found unchanged is not written at all
-# (the DO UPDATE's WHERE), so its updated_at stays. Both CTEs see the same snapshot: the
-# disabling never touches a row the insert writes (their names are in the list).
+# Then one statement for the whole list, sent as one JSON array (one parameter, encoded in
+# one pass): every offered tool that is new, changed or disabled is inserted or updated (a
+# changed hash clears the embedding); every enabled tool not offered any more is disabled. A
+# tool found unchanged is neither written nor locked: `offered` leaves it out (so its
+# updated_at stays, and a sync that changes one tool of 500 writes one row). Both data-
+# modifying CTEs see the same snapshot, taken after the server's lock: the disabling never
+# touches a row the insert writes (their names are offered).
 SYNC_TOOLS = """
-WITH offered AS (
+WITH listed AS (
     SELECT name, description, input_schema, content_hash
-    FROM unnest(%(names)s::text[], %(descriptions)s::text[], %(schemas)s::jsonb[],
-                %(hashes)s::text[]) AS tool (name, description, input_schema, content_hash)
+    FROM jsonb_to_recordset(%(tools)s::jsonb)
+        AS tool (name text, description text, input_schema jsonb, content_hash text)
+), offered AS (
+    SELECT listed.*
+    FROM listed
+    WHERE NOT EXISTS (
+        SELECT FROM agents.tools AS stored
+        WHERE stored.mcp_server_id = %(server_id)s
+          AND stored.name = listed.name
+          AND stored.content_hash = listed.content_hash
+          AND stored.is_enabled
+    )
 ), written AS (
     INSERT INTO agents.tools (mcp_server_id, name, description, input_schema, content_hash)
     SELECT %(server_id)s, name, description, input_schema, content_hash
@@ -163,15 +175,13 @@ WITH offered AS (
         embedding = CASE WHEN tools.content_hash = EXCLUDED.content_hash
                          THEN tools.embedding END,
         is_enabled = true
-    WHERE tools.content_hash <> EXCLUDED.content_hash
-       OR NOT tools.is_enabled
     RETURNING xmax = 0 AS inserted
 ), disabled AS (
     UPDATE agents.tools
     SET is_enabled = false
     WHERE mcp_server_id = %(server_id)s
       AND is_enabled
-      AND name <> ALL (%(names)s::text[])
+      AND name NOT IN (SELECT name FROM listed)
     RETURNING id
 )
 SELECT (SELECT count(*) FROM written WHERE inserted),
@@ -189,10 +199,12 @@ ORDER BY name
 """
 )
 
+# The vectors go as one binary array (%b): psycopg would otherwise send a list of them as
+# text, formatting 1536 floats apiece in Python.
 UPDATE_TOOL_EMBEDDINGS = """
 UPDATE agents.tools AS tool
 SET embedding = item.embedding
-FROM unnest(%s::uuid[], %s::public.vector[]) AS item (id, embedding)
+FROM unnest(%s::uuid[], %b::public.vector[]) AS item (id, embedding)
 WHERE tool.id = item.id
 """
 
@@ -359,13 +371,16 @@ async def sync_tools(
     if len(set(names)) != len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise InvalidInputError(f"tools: names offered twice: {', '.join(twice)}", field="tools")
-    params = {
-        "server_id": server,
-        "names": names,
-        "descriptions": [spec.description for spec in specs],
-        "schemas": [Jsonb(spec.input_schema) for spec in specs],
-        "hashes": [content_hash(spec) for spec in specs],
-    }
+    listed = [
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "input_schema": spec.input_schema,
+            "content_hash": content_hash(spec),
+        }
+        for spec in specs
+    ]
+    params = {"server_id": server, "tools": Jsonb(listed)}
     async with conn.transaction():
         cursor = await conn.execute(LOCK_MCP_SERVER, [server])
         if await cursor.fetchone() is None:

@@ -640,15 +640,11 @@ class RawLayer:
     async def sync_tools(
         self, owner: UUID, server_id: UUID, tools: Sequence[dict[str, Any]]
     ) -> Any:
-        params = {
-            "server_id": server_id,
-            "names": [tool["name"] for tool in tools],
-            "descriptions": [tool["description"] for tool in tools],
-            "schemas": [Jsonb(tool["input_schema"]) for tool in tools],
-            "hashes": [
-                agent_tools.content_hash(ToolSpec.model_construct(**tool)) for tool in tools
-            ],
-        }
+        listed = [
+            tool | {"content_hash": agent_tools.content_hash(ToolSpec.model_construct(**tool))}
+            for tool in tools
+        ]
+        params = {"server_id": server_id, "tools": Jsonb(listed)}
         async with self.unit(owner) as conn:
             await (await conn.execute(agent_tools.LOCK_MCP_SERVER, [server_id])).fetchone()
             cursor = await conn.execute(agent_tools.SYNC_TOOLS, params)

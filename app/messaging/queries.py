@@ -291,10 +291,12 @@ RETURNING id
 """
 
 # Backfill: one statement for a whole batch; the vectors travel as one binary vector[].
+# The vectors go as one binary array (%b): psycopg would otherwise send a list of them as
+# text, formatting 1536 floats apiece in Python (50 times the client time).
 UPDATE_MESSAGE_EMBEDDINGS = """
 UPDATE messaging.messages AS message
 SET embedding = batch.embedding
-FROM unnest(%s::uuid[], %s::public.vector[]) AS batch (id, embedding)
+FROM unnest(%s::uuid[], %b::public.vector[]) AS batch (id, embedding)
 WHERE message.id = batch.id
   AND message.deleted_at IS NULL
 """
