@@ -574,3 +574,17 @@ async def test_an_owner_sees_shared_servers_and_their_own_and_changes_only_their
             " AND operation = 'update'",
         )
         assert event == ["endpoint"]
+
+
+async def test_tool_specs_and_dicts_are_the_same_tools(conn: Conn) -> None:
+    from app.agents.models import ToolSpecDict
+
+    assert set(ToolSpecDict.__annotations__) == set(tools.ToolSpec.model_fields)
+    github = await server(conn)
+    spec = tools.ToolSpec(name="search")  # defaults: no description, an object schema
+    await tools.sync_tools(conn, github.id, [spec])
+    same = await tools.sync_tools(conn, github.id, [{"name": "search"}])
+    assert same == tools.ToolSync(inserted=0, updated=0, disabled=0, unchanged=1)
+    (stored,) = await tools.list_tools(conn, github.id)
+    assert stored.content_hash == tools.content_hash(spec)
+    assert (stored.description, stored.input_schema) == ("", {"type": "object"})

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NotRequired, get_args
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
 from app.database.validation import (
     Count32,
@@ -239,6 +240,17 @@ class ToolSpec(InputModel):
     name: Name
     description: Text = ""
     input_schema: JsonObject = Field(default_factory=lambda: {"type": "object"})
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ToolSpecDict(TypedDict):
+    """The fields of `ToolSpec` as a dict, for callers of `sync_tools` that pass the dicts of
+    an MCP tools/list: validated all in one call, far cheaper than a ToolSpec per tool. The
+    same fields with the same types; a key left out takes ToolSpec's default."""
+
+    name: Name
+    description: NotRequired[Text]
+    input_schema: NotRequired[JsonObject]
 
 
 class McpServerInput(InputModel):

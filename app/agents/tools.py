@@ -22,6 +22,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
+from pydantic import TypeAdapter, ValidationError
 
 from app.agents.models import (
     MAX_TOOL_PAYLOAD_BYTES,
@@ -35,6 +36,7 @@ from app.agents.models import (
     ToolHit,
     ToolSelectInput,
     ToolSpec,
+    ToolSpecDict,
     ToolStatsInput,
     ToolSync,
 )
@@ -285,6 +287,8 @@ GROUP BY tool_name
 ORDER BY tool_name
 """
 
+TOOL_DICTS = TypeAdapter(list[ToolSpecDict])
+
 MCP_SERVER_ROW = model_rows(McpServer)
 TOOL_ROW = model_rows(Tool)
 TOOL_CALL_ROW = model_rows(ToolCall)
@@ -346,8 +350,12 @@ async def delete_mcp_server(conn: AsyncConnection[Any], server_id: UUID) -> None
 def content_hash(tool: ToolSpec) -> str:
     """SHA-256 (hex) of a tool's name, description and input schema, as sync_tools stores it:
     JSON with sorted keys, so that the same schema always hashes the same."""
+    return _hash(tool.name, tool.description, tool.input_schema)
+
+
+def _hash(name: str, description: str, input_schema: dict[str, Any]) -> str:
     text = json.dumps(
-        [tool.name, tool.description, tool.input_schema],
+        [name, description, input_schema],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -366,20 +374,13 @@ async def sync_tools(
     disabled (never deleted: their calls keep pointing at them). One transaction, two
     statements whatever the number of tools; syncs of one server run one after the other."""
     server = as_uuid(server_id, "server_id")
-    specs = [_tool_spec(tool, index) for index, tool in enumerate(as_sequence(tools, "tools"))]
-    names = [spec.name for spec in specs]
+    listed = _tool_rows(tools)
+    names = [tool["name"] for tool in listed]
     if len(set(names)) != len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise InvalidInputError(f"tools: names offered twice: {', '.join(twice)}", field="tools")
-    listed = [
-        {
-            "name": spec.name,
-            "description": spec.description,
-            "input_schema": spec.input_schema,
-            "content_hash": content_hash(spec),
-        }
-        for spec in specs
-    ]
+    for tool in listed:
+        tool["content_hash"] = _hash(tool["name"], tool["description"], tool["input_schema"])
     params = {"server_id": server, "tools": Jsonb(listed)}
     async with conn.transaction():
         cursor = await conn.execute(LOCK_MCP_SERVER, [server])
@@ -391,7 +392,7 @@ async def sync_tools(
         inserted=inserted,
         updated=updated,
         disabled=disabled,
-        unchanged=len(specs) - inserted - updated,
+        unchanged=len(listed) - inserted - updated,
     )
 
 
@@ -556,20 +557,39 @@ async def tool_call_stats(
 # Helpers ----------------------------------------------------------------------------------
 
 
-def _tool_spec(tool: Any, index: int) -> ToolSpec:
-    if isinstance(tool, ToolSpec):
-        return tool
-    if not isinstance(tool, Mapping):
-        raise InvalidInputError(
-            f"tools[{index}]: must be a ToolSpec or a mapping, not {type(tool).__name__}",
-            field=f"tools[{index}]",
-        )
-    try:
-        return ToolSpec(**tool)
-    except InvalidInputError as problem:
-        raise InvalidInputError(
-            f"tools[{index}].{problem}", field=f"tools[{index}].{problem.field}"
-        ) from None
+def _tool_rows(tools: Any) -> list[dict[str, Any]]:
+    """Every tool as a dict of the three fields with ToolSpec's defaults filled in: ToolSpec
+    instances as they are (validated when they were made), mappings validated in one call as
+    ToolSpecDict, the first problem raised naming the tool's index and field."""
+    rows: list[Any] = as_sequence(tools, "tools")
+    for index, row in enumerate(rows):
+        if not isinstance(row, ToolSpec | Mapping):
+            raise InvalidInputError(
+                f"tools[{index}]: must be a ToolSpec or a mapping, not {type(row).__name__}",
+                field=f"tools[{index}]",
+            )
+    unchecked = [index for index, row in enumerate(rows) if not isinstance(row, ToolSpec)]
+    if unchecked:
+        try:
+            checked = TOOL_DICTS.validate_python([rows[index] for index in unchecked])
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            position, *path = first["loc"]
+            field = f"tools[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
+            message = first["msg"].removeprefix("Value error, ")
+            raise InvalidInputError(f"{field}: {message}", field=field) from None
+        for index, row in zip(unchecked, checked, strict=True):
+            rows[index] = row
+    return [
+        row.model_dump()
+        if isinstance(row, ToolSpec)
+        else {
+            "name": row["name"],
+            "description": row.get("description", ""),
+            "input_schema": row.get("input_schema", {"type": "object"}),
+        }
+        for row in rows
+    ]
 
 
 def _check_size(value: Any, field: str) -> None:
