@@ -7,19 +7,22 @@ need a new embedding: `set_tool_embeddings`), gives an agent the few tools neare
 task (`select_tools`, cosine similarity over the HNSW index) and logs each call the agent
 makes (`start_tool_call`, `finish_tool_call`; `list_tool_calls`, `tool_call_stats`).
 
-Every function takes the caller's connection and never commits; `sync_tools` runs in a
-transaction of its own (a savepoint inside the caller's).
+Every function takes the caller's connection and never commits; `sync_tools` runs in the
+caller's transaction, or in one of its own on a connection in autocommit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
@@ -371,8 +374,9 @@ async def sync_tools(
 ) -> ToolSync:
     """Make the server's stored tools what it offers now: new tools inserted, changed ones
     updated (their embedding cleared when the content hash changed), ones no longer offered
-    disabled (never deleted: their calls keep pointing at them). One transaction, two
-    statements whatever the number of tools; syncs of one server run one after the other."""
+    disabled (never deleted: their calls keep pointing at them). One transaction (the
+    caller's, else its own), two statements whatever the number of tools; syncs of one
+    server run one after the other."""
     server = as_uuid(server_id, "server_id")
     listed = _tool_rows(tools)
     names = [tool["name"] for tool in listed]
@@ -382,7 +386,7 @@ async def sync_tools(
     for tool in listed:
         tool["content_hash"] = _hash(tool["name"], tool["description"], tool["input_schema"])
     params = {"server_id": server, "tools": Jsonb(listed)}
-    async with conn.transaction():
+    async with _transaction(conn):
         cursor = await conn.execute(LOCK_MCP_SERVER, [server])
         if await cursor.fetchone() is None:
             raise NotFoundError(f"MCP server {server_id} not found", field="server_id")
@@ -555,6 +559,18 @@ async def tool_call_stats(
 
 
 # Helpers ----------------------------------------------------------------------------------
+
+
+def _transaction(conn: AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
+    """A transaction for the lock and the statement after it to share: the caller's when
+    there is one (a savepoint in it would cost two round trips more, and a failed statement
+    leaves the caller's transaction aborted either way), else one of our own."""
+    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+        return conn.transaction()
+    return contextlib.nullcontext()
+
+
+_IDLE = TransactionStatus.IDLE
 
 
 def _tool_rows(tools: Any) -> list[dict[str, Any]]:
