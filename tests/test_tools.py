@@ -159,7 +159,7 @@ async def test_syncing_the_same_list_twice_changes_nothing_not_even_updated_at(
 
 
 @pytest.mark.parametrize("count", [3, 300])
-async def test_sync_runs_two_statements_whatever_the_number_of_tools(
+async def test_sync_runs_three_statements_whatever_the_number_of_tools(
     conn: Conn, count: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     github = await server(conn)
@@ -173,7 +173,11 @@ async def test_sync_runs_two_statements_whatever_the_number_of_tools(
     monkeypatch.setattr(conn, "execute", counting)
     names = [f"tool_{n}" for n in range(count)]
     assert (await tools.sync_tools(conn, github.id, specs(*names))).inserted == count
-    assert sent == [tools.LOCK_MCP_SERVER, tools.SYNC_TOOLS]
+    read = [tools.LOCK_MCP_SERVER, tools.SELECT_TOOL_HASHES]
+    assert sent == [*read, tools.SYNC_TOOLS]
+    sent.clear()
+    assert (await tools.sync_tools(conn, github.id, specs(*names))).unchanged == count
+    assert sent == read  # nothing changed: nothing to write
 
 
 async def test_two_concurrent_syncs_of_one_server_leave_the_later_list_exactly(
@@ -217,6 +221,7 @@ async def test_two_concurrent_syncs_of_one_server_leave_the_later_list_exactly(
         ([{"name": "ok", "description": 5}], "tools[0].description"),
         (["search"], "tools[0]"),
         ([{"name": "same"}, {"name": "same"}], "tools"),
+        ([{"name": "ok", "annotations": {}}], "tools[0].annotations"),
         ("search", "tools"),
     ],
 )
@@ -588,3 +593,11 @@ async def test_tool_specs_and_dicts_are_the_same_tools(conn: Conn) -> None:
     (stored,) = await tools.list_tools(conn, github.id)
     assert stored.content_hash == tools.content_hash(spec)
     assert (stored.description, stored.input_schema) == ("", {"type": "object"})
+
+
+async def test_an_unchanged_tool_given_with_an_unknown_key_is_still_refused(conn: Conn) -> None:
+    github = await server(conn)
+    await tools.sync_tools(conn, github.id, [{"name": "search"}])
+    with pytest.raises(InvalidInputError) as raised:
+        await tools.sync_tools(conn, github.id, [{"name": "search", "title": "Search"}])
+    assert raised.value.field == "tools[0].title"

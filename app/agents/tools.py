@@ -76,6 +76,11 @@ __all__ = [
     "upsert_mcp_server",
 ]
 
+TOOL_FIELDS = frozenset(ToolSpec.model_fields)
+
+DEFAULT_SCHEMA: dict[str, Any] = {"type": "object"}
+"""The input schema of a tool that gives none (ToolSpec's default): takes an object."""
+
 DEFAULT_TOOL_EF_SEARCH = 100
 """HNSW candidate list size of select_tools (at least its limit): tool sets are small, and a
 wrong tool costs an agent more than a millisecond."""
@@ -147,32 +152,28 @@ WHERE id = %s
 FOR NO KEY UPDATE
 """
 
-# Then one statement for the whole list, sent as one JSON array (one parameter, encoded in
-# one pass): every offered tool that is new, changed or disabled is inserted or updated (a
-# changed hash clears the embedding); every enabled tool not offered any more is disabled. A
-# tool found unchanged is neither written nor locked: `offered` leaves it out (so its
-# updated_at stays, and a sync that changes one tool of 500 writes one row). Both data-
-# modifying CTEs see the same snapshot, taken after the server's lock: the disabling never
-# touches a row the insert writes (their names are offered).
+# Then what is stored, to compare with what is offered: a tool whose content hash matches
+# an enabled stored tool's is unchanged, and is neither validated again (what is stored
+# passed validation when it was written) nor sent, nor written (its updated_at stays).
+SELECT_TOOL_HASHES = """
+SELECT name, content_hash, is_enabled
+FROM agents.tools
+WHERE mcp_server_id = %s
+"""
+
+# Then, if anything changed, one statement: the new, changed and re-offered tools (one JSON
+# array, encoded in one pass) inserted or updated, a changed hash clearing the embedding;
+# the enabled tools no longer offered disabled. Under the server's lock nothing else
+# changes the server's tools between the reading and the writing.
 SYNC_TOOLS = """
-WITH listed AS (
+WITH changed AS (
     SELECT name, description, input_schema, content_hash
-    FROM jsonb_to_recordset(%(tools)s::jsonb)
+    FROM jsonb_to_recordset(%(changed)s::jsonb)
         AS tool (name text, description text, input_schema jsonb, content_hash text)
-), offered AS (
-    SELECT listed.*
-    FROM listed
-    WHERE NOT EXISTS (
-        SELECT FROM agents.tools AS stored
-        WHERE stored.mcp_server_id = %(server_id)s
-          AND stored.name = listed.name
-          AND stored.content_hash = listed.content_hash
-          AND stored.is_enabled
-    )
 ), written AS (
     INSERT INTO agents.tools (mcp_server_id, name, description, input_schema, content_hash)
     SELECT %(server_id)s, name, description, input_schema, content_hash
-    FROM offered
+    FROM changed
     ON CONFLICT ON CONSTRAINT uq_tools_mcp_server_id_name DO UPDATE
     SET description = EXCLUDED.description,
         input_schema = EXCLUDED.input_schema,
@@ -186,7 +187,7 @@ WITH listed AS (
     SET is_enabled = false
     WHERE mcp_server_id = %(server_id)s
       AND is_enabled
-      AND name NOT IN (SELECT name FROM listed)
+      AND name IN (SELECT jsonb_array_elements_text(%(withdrawn)s::jsonb))
     RETURNING id
 )
 SELECT (SELECT count(*) FROM written WHERE inserted),
@@ -375,28 +376,40 @@ async def sync_tools(
     """Make the server's stored tools what it offers now: new tools inserted, changed ones
     updated (their embedding cleared when the content hash changed), ones no longer offered
     disabled (never deleted: their calls keep pointing at them). One transaction (the
-    caller's, else its own), two statements whatever the number of tools; syncs of one
-    server run one after the other."""
+    caller's, else its own) and at most three statements whatever the number of tools;
+    syncs of one server run one after the other.
+
+    Each offered tool is hashed as it is given; one whose hash matches an enabled stored
+    tool's is unchanged and is left alone. The others are validated (InvalidInputError
+    naming the tool and field, with nothing written) and written."""
     server = as_uuid(server_id, "server_id")
-    listed = _tool_rows(tools)
-    names = [tool["name"] for tool in listed]
-    if len(set(names)) != len(names):
-        twice = sorted({name for name in names if names.count(name) > 1})
-        raise InvalidInputError(f"tools: names offered twice: {', '.join(twice)}", field="tools")
-    for tool in listed:
-        tool["content_hash"] = _hash(tool["name"], tool["description"], tool["input_schema"])
-    params = {"server_id": server, "tools": Jsonb(listed)}
+    offered = _offered_tools(tools)
     async with _transaction(conn):
         cursor = await conn.execute(LOCK_MCP_SERVER, [server])
         if await cursor.fetchone() is None:
             raise NotFoundError(f"MCP server {server_id} not found", field="server_id")
+        cursor = await conn.execute(SELECT_TOOL_HASHES, [server])
+        stored = {name: (digest, enabled) for name, digest, enabled in await cursor.fetchall()}
+        positions = [
+            index
+            for index, (name, digest, _) in enumerate(offered)
+            if digest is None or stored.get(name) != (digest, True)
+        ]
+        changed = _tool_rows([offered[index][2] for index in positions], positions)
+        for tool in changed:
+            tool["content_hash"] = _hash(tool["name"], tool["description"], tool["input_schema"])
+        names = {name for name, _, _ in offered}
+        withdrawn = [name for name, (_, enabled) in stored.items() if enabled and name not in names]
+        if not changed and not withdrawn:
+            return ToolSync(inserted=0, updated=0, disabled=0, unchanged=len(offered))
+        params = {"server_id": server, "changed": Jsonb(changed), "withdrawn": Jsonb(withdrawn)}
         cursor = await conn.execute(SYNC_TOOLS, params)
         inserted, updated, disabled = returned(await cursor.fetchone())
     return ToolSync(
         inserted=inserted,
         updated=updated,
         disabled=disabled,
-        unchanged=len(listed) - inserted - updated,
+        unchanged=len(offered) - inserted - updated,
     )
 
 
@@ -573,17 +586,45 @@ def _transaction(conn: AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]
 _IDLE = TransactionStatus.IDLE
 
 
-def _tool_rows(tools: Any) -> list[dict[str, Any]]:
-    """Every tool as a dict of the three fields with ToolSpec's defaults filled in: ToolSpec
-    instances as they are (validated when they were made), mappings validated in one call as
-    ToolSpecDict, the first problem raised naming the tool's index and field."""
-    rows: list[Any] = as_sequence(tools, "tools")
-    for index, row in enumerate(rows):
-        if not isinstance(row, ToolSpec | Mapping):
+def _offered_tools(tools: Any) -> list[tuple[str, str | None, Any]]:
+    """(name, content hash or None, the tool as given) of every offered tool, checked only
+    as far as comparing it with what is stored needs: a ToolSpec or a mapping, a name that is
+    a string, no name twice. The hash of a mapping is taken as it is given (None if it is not
+    JSON); validating it is left for the tools that turn out changed."""
+    offered = []
+    for index, tool in enumerate(as_sequence(tools, "tools")):
+        name: Any
+        if isinstance(tool, ToolSpec):
+            name, parts = tool.name, (tool.name, tool.description, tool.input_schema)
+        elif isinstance(tool, Mapping):
+            name = tool.get("name")
+            parts = (name, tool.get("description", ""), tool.get("input_schema", DEFAULT_SCHEMA))
+        else:
             raise InvalidInputError(
-                f"tools[{index}]: must be a ToolSpec or a mapping, not {type(row).__name__}",
+                f"tools[{index}]: must be a ToolSpec or a mapping, not {type(tool).__name__}",
                 field=f"tools[{index}]",
             )
+        if not isinstance(name, str):
+            _tool_rows([tool], [index])  # raises, naming the field
+        digest: str | None = None
+        if isinstance(tool, ToolSpec) or tool.keys() <= TOOL_FIELDS:  # extras: for validation
+            # not JSON: no hash, and validation will say what is wrong
+            with contextlib.suppress(TypeError, ValueError, RecursionError):
+                digest = _hash(*parts)
+        offered.append((str(name), digest, tool))
+    names = [name for name, _, _ in offered]
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise InvalidInputError(f"tools: names offered twice: {', '.join(twice)}", field="tools")
+    return offered
+
+
+def _tool_rows(tools: list[Any], positions: list[int]) -> list[dict[str, Any]]:
+    """The given tools (at `positions` of the offered list) as dicts of the three fields with
+    ToolSpec's defaults filled in: ToolSpec instances as they are (validated when they were
+    made), mappings validated in one call as ToolSpecDict, the first problem raised naming
+    the tool's position and field."""
+    rows = list(tools)
     unchecked = [index for index, row in enumerate(rows) if not isinstance(row, ToolSpec)]
     if unchecked:
         try:
@@ -591,7 +632,8 @@ def _tool_rows(tools: Any) -> list[dict[str, Any]]:
         except ValidationError as error:
             first = error.errors(include_url=False)[0]
             position, *path = first["loc"]
-            field = f"tools[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
+            tool = positions[unchecked[int(position)]]
+            field = f"tools[{tool}]" + "".join(f".{part}" for part in path)
             message = first["msg"].removeprefix("Value error, ")
             raise InvalidInputError(f"{field}: {message}", field=field) from None
         for index, row in zip(unchecked, checked, strict=True):
@@ -602,7 +644,7 @@ def _tool_rows(tools: Any) -> list[dict[str, Any]]:
         else {
             "name": row["name"],
             "description": row.get("description", ""),
-            "input_schema": row.get("input_schema", {"type": "object"}),
+            "input_schema": row.get("input_schema", DEFAULT_SCHEMA),
         }
         for row in rows
     ]

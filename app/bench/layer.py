@@ -640,13 +640,24 @@ class RawLayer:
     async def sync_tools(
         self, owner: UUID, server_id: UUID, tools: Sequence[dict[str, Any]]
     ) -> Any:
-        listed = [
+        hashed = [
             tool | {"content_hash": agent_tools.content_hash(ToolSpec.model_construct(**tool))}
             for tool in tools
         ]
-        params = {"server_id": server_id, "tools": Jsonb(listed)}
         async with self.unit(owner) as conn:
             await (await conn.execute(agent_tools.LOCK_MCP_SERVER, [server_id])).fetchone()
+            cursor = await conn.execute(agent_tools.SELECT_TOOL_HASHES, [server_id])
+            stored = {name: (digest, enabled) for name, digest, enabled in await cursor.fetchall()}
+            changed = [t for t in hashed if stored.get(t["name"]) != (t["content_hash"], True)]
+            offered = {tool["name"] for tool in tools}
+            withdrawn = [n for n, (_, enabled) in stored.items() if enabled and n not in offered]
+            if not changed and not withdrawn:
+                return (0, 0, 0)
+            params = {
+                "server_id": server_id,
+                "changed": Jsonb(changed),
+                "withdrawn": Jsonb(withdrawn),
+            }
             cursor = await conn.execute(agent_tools.SYNC_TOOLS, params)
             return await cursor.fetchone()
 
