@@ -667,12 +667,13 @@ _TOOL_FIELDS = len(Tool.model_fields)
 
 
 def _hit_rows(cursor: Any) -> RowMaker[ToolHit]:
-    """Row factory of select_tools: the Tool columns, then similarity."""
+    """Row factory of select_tools: the Tool columns, then similarity. A hit is built as a
+    row model is (rows.row_maker): two fields that need no validation."""
     names = column_names(cursor)
     make_tool = row_maker(Tool, names[:_TOOL_FIELDS])
-    construct = ToolHit.model_construct
+    make_hit = row_maker(ToolHit, ["tool", "similarity"])
 
     def make_row(values: Sequence[Any]) -> ToolHit:
-        return construct(tool=make_tool(values[:_TOOL_FIELDS]), similarity=values[_TOOL_FIELDS])
+        return make_hit((make_tool(values[:_TOOL_FIELDS]), values[_TOOL_FIELDS]))
 
     return make_row
