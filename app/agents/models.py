@@ -261,12 +261,6 @@ class McpServerInput(InputModel):
     config: JsonObject = Field(default_factory=dict)
 
 
-class ToolSelectInput(InputModel):
-    limit: Annotated[Count32, Field(ge=1, le=1000)] = 8
-    owner_id: Uuid | None = None
-    server_ids: list[Uuid] | None = None
-
-
 class ToolCallInput(InputModel):
     tool_name: Name
     arguments: JsonObject

@@ -37,7 +37,6 @@ from app.agents.models import (
     ToolCallInput,
     ToolCallStats,
     ToolHit,
-    ToolSelectInput,
     ToolSpec,
     ToolSpecDict,
     ToolStatsInput,
@@ -50,8 +49,8 @@ from app.database.errors import (
     database_errors,
 )
 from app.database.rows import column_list, column_names, model_rows, returned, row_maker
-from app.database.validation import as_sequence, as_uuid, validated
-from app.database.vectors import run_vector_search
+from app.database.validation import as_int, as_sequence, as_uuid, validated
+from app.database.vectors import as_embedding, run_vector_search
 from app.messaging.models import EmbeddingInput
 
 __all__ = [
@@ -80,6 +79,9 @@ TOOL_FIELDS = frozenset(ToolSpec.model_fields)
 
 DEFAULT_SCHEMA: dict[str, Any] = {"type": "object"}
 """The input schema of a tool that gives none (ToolSpec's default): takes an object."""
+
+MAX_SELECT_LIMIT = 1000
+"""The most tools select_tools returns at once."""
 
 DEFAULT_TOOL_EF_SEARCH = 100
 """HNSW candidate list size of select_tools (at least its limit): tool sets are small, and a
@@ -465,21 +467,22 @@ async def select_tools(
     """The `limit` enabled, embedded tools nearest to `embedding` (cosine), best first, of
     enabled live servers that are shared or `owner_id`'s (None: shared only), optionally only
     of `server_ids`. Fewer only when fewer such tools exist."""
-    vector = EmbeddingInput(embedding=embedding).embedding
-    data = validated(
-        ToolSelectInput,
-        limit=limit,
-        owner_id=owner_id,
-        server_ids=None if server_ids is None else as_sequence(server_ids, "server_ids"),
-    )
+    # Checked field by field, without a model around them: this runs for every agent step.
+    count = as_int(limit, "limit", minimum=1, maximum=MAX_SELECT_LIMIT)
+    servers = None
+    if server_ids is not None:
+        servers = [
+            as_uuid(server, f"server_ids.{index}")
+            for index, server in enumerate(as_sequence(server_ids, "server_ids"))
+        ]
     params = {
-        "embedding": vector,
-        "limit": data.limit,
-        "owner_id": data.owner_id,
-        "server_ids": data.server_ids,
+        "embedding": as_embedding(embedding, "embedding"),
+        "limit": count,
+        "owner_id": None if owner_id is None else as_uuid(owner_id, "owner_id"),
+        "server_ids": servers,
     }
     cursor = conn.cursor(row_factory=_hit_rows)
-    ef_search = max(DEFAULT_TOOL_EF_SEARCH, data.limit)
+    ef_search = max(DEFAULT_TOOL_EF_SEARCH, count)
     await run_vector_search(conn, cursor, SELECT_NEAREST_TOOLS, params, ef_search=ef_search)
     return await cursor.fetchall()
 
@@ -668,12 +671,19 @@ _TOOL_FIELDS = len(Tool.model_fields)
 
 def _hit_rows(cursor: Any) -> RowMaker[ToolHit]:
     """Row factory of select_tools: the Tool columns, then similarity. A hit is built as a
-    row model is (rows.row_maker): two fields that need no validation."""
+    row model is (rows.row_maker): two fields that need no validation. Made once per column
+    list, as model_rows does."""
     names = column_names(cursor)
-    make_tool = row_maker(Tool, names[:_TOOL_FIELDS])
-    make_hit = row_maker(ToolHit, ["tool", "similarity"])
+    maker = _HIT_MAKERS.get(names)
+    if maker is None:
+        make_tool = row_maker(Tool, names[:_TOOL_FIELDS])
+        make_hit = row_maker(ToolHit, ["tool", "similarity"])
 
-    def make_row(values: Sequence[Any]) -> ToolHit:
-        return make_hit((make_tool(values[:_TOOL_FIELDS]), values[_TOOL_FIELDS]))
+        def maker(values: Sequence[Any]) -> ToolHit:
+            return make_hit((make_tool(values[:_TOOL_FIELDS]), values[_TOOL_FIELDS]))
 
-    return make_row
+        _HIT_MAKERS[names] = maker
+    return maker
+
+
+_HIT_MAKERS: dict[tuple[str, ...], RowMaker[ToolHit]] = {}

@@ -17,6 +17,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.types import TypeInfo
 from pydantic import PlainSerializer, PlainValidator
 
+from app.database.errors import InvalidInputError
+
 EMBEDDING_DIMENSIONS = 1536
 """Dimension of every embedding column (OpenAI text-embedding-3-small)."""
 
@@ -52,6 +54,16 @@ def _embedding(value: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
     if not array.any():
         raise ValueError("must not be the zero vector (its cosine distance is undefined)")
     return array
+
+
+def as_embedding(value: Any, field: str) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """`value` as an embedding (see `Embedding`), or InvalidInputError naming `field`: the
+    check of `Embedding` without building a model around it, for a hot path that takes one
+    vector (a search)."""
+    try:
+        return _embedding(value)
+    except ValueError as error:
+        raise InvalidInputError(f"{field}: {error}", field=field) from None
 
 
 Embedding = Annotated[
