@@ -153,6 +153,10 @@ MAX_TOOL_PAYLOAD_BYTES = 65_536
 stays a log. A larger payload is refused before anything is written."""
 
 
+DEFAULT_TOOL_SCHEMA: dict[str, Any] = {"type": "object"}
+"""The input schema of a tool that gives none: it takes an object (never mutate this one)."""
+
+
 class McpServer(BaseModel):
     """A row of agents.mcp_servers: shared by all owners (owner_id None) or one owner's."""
 
@@ -239,7 +243,7 @@ class ToolSpec(InputModel):
 
     name: Name
     description: Text = ""
-    input_schema: JsonObject = Field(default_factory=lambda: {"type": "object"})
+    input_schema: JsonObject = Field(default_factory=lambda: dict(DEFAULT_TOOL_SCHEMA))
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
 
 from app.agents.models import (
+    DEFAULT_TOOL_SCHEMA,
     MAX_TOOL_PAYLOAD_BYTES,
     McpServer,
     McpServerInput,
@@ -50,8 +51,7 @@ from app.database.errors import (
 )
 from app.database.rows import column_list, column_names, model_rows, returned, row_maker
 from app.database.validation import as_int, as_sequence, as_uuid, validated
-from app.database.vectors import as_embedding, run_vector_search
-from app.messaging.models import EmbeddingInput
+from app.database.vectors import as_embedding, embedding_pairs, run_vector_search
 
 __all__ = [
     "McpServer",
@@ -76,9 +76,6 @@ __all__ = [
 ]
 
 TOOL_FIELDS = frozenset(ToolSpec.model_fields)
-
-DEFAULT_SCHEMA: dict[str, Any] = {"type": "object"}
-"""The input schema of a tool that gives none (ToolSpec's default): takes an object."""
 
 MAX_SELECT_LIMIT = 1000
 """The most tools select_tools returns at once."""
@@ -429,26 +426,7 @@ async def set_tool_embeddings(
 ) -> int:
     """Store tools' embeddings (tool id → vector, a mapping or pairs); return how many tools
     were updated. Every vector is validated before anything is written."""
-    pairs = list(items.items()) if isinstance(items, Mapping) else as_sequence(items, "items")
-    ids, vectors = [], []
-    for index, pair in enumerate(pairs):
-        if isinstance(pair, str | bytes | Mapping) or not isinstance(pair, Sequence):
-            raise InvalidInputError(
-                f"items[{index}]: must be a (tool_id, embedding) pair, not {type(pair).__name__}",
-                field=f"items[{index}]",
-            )
-        if len(pair) != 2:
-            raise InvalidInputError(
-                f"items[{index}]: must be a (tool_id, embedding) pair, not {len(pair)} values",
-                field=f"items[{index}]",
-            )
-        tool_id, embedding = pair
-        ids.append(as_uuid(tool_id, f"items[{index}].tool_id"))
-        try:
-            vectors.append(EmbeddingInput(embedding=embedding).embedding)
-        except InvalidInputError as problem:
-            field = f"items[{index}].{problem.field}"
-            raise InvalidInputError(f"items[{index}].{problem}", field=field) from None
+    ids, vectors = embedding_pairs(items, "items", "tool_id")
     if not ids:
         return 0
     cursor = await conn.execute(UPDATE_TOOL_EMBEDDINGS, [ids, vectors], binary=True)
@@ -601,7 +579,11 @@ def _offered_tools(tools: Any) -> list[tuple[str, str | None, Any]]:
             name, parts = tool.name, (tool.name, tool.description, tool.input_schema)
         elif isinstance(tool, Mapping):
             name = tool.get("name")
-            parts = (name, tool.get("description", ""), tool.get("input_schema", DEFAULT_SCHEMA))
+            parts = (
+                name,
+                tool.get("description", ""),
+                tool.get("input_schema", DEFAULT_TOOL_SCHEMA),
+            )
         else:
             raise InvalidInputError(
                 f"tools[{index}]: must be a ToolSpec or a mapping, not {type(tool).__name__}",
@@ -647,7 +629,7 @@ def _tool_rows(tools: list[Any], positions: list[int]) -> list[dict[str, Any]]:
         else {
             "name": row["name"],
             "description": row.get("description", ""),
-            "input_schema": row.get("input_schema", DEFAULT_SCHEMA),
+            "input_schema": row.get("input_schema", DEFAULT_TOOL_SCHEMA),
         }
         for row in rows
     ]

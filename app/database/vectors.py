@@ -6,7 +6,9 @@ and numpy arrays, and our loader turns a column back into `list[float]`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
+from uuid import UUID
 
 import numpy as np
 from pgvector import Vector
@@ -18,6 +20,7 @@ from psycopg.types import TypeInfo
 from pydantic import PlainSerializer, PlainValidator
 
 from app.database.errors import InvalidInputError
+from app.database.validation import as_sequence, as_uuid
 
 EMBEDDING_DIMENSIONS = 1536
 """Dimension of every embedding column (OpenAI text-embedding-3-small)."""
@@ -64,6 +67,31 @@ def as_embedding(value: Any, field: str) -> np.ndarray[Any, np.dtype[np.float32]
         return _embedding(value)
     except ValueError as error:
         raise InvalidInputError(f"{field}: {error}", field=field) from None
+
+
+def embedding_pairs(
+    items: Any, field: str, id_name: str
+) -> tuple[list[UUID], list[np.ndarray[Any, np.dtype[np.float32]]]]:
+    """The ids and vectors of a batch of embeddings to store (`id → vector`, a mapping or
+    (id, vector) pairs), every one checked first: InvalidInputError naming the item and its
+    part, `field[index].id_name` or `field[index].embedding`, before anything is written."""
+    pairs = list(items.items()) if isinstance(items, Mapping) else as_sequence(items, field)
+    ids, vectors = [], []
+    for index, pair in enumerate(pairs):
+        item = f"{field}[{index}]"
+        if isinstance(pair, str | bytes | Mapping) or not isinstance(pair, Sequence):
+            raise InvalidInputError(
+                f"{item}: must be a ({id_name}, embedding) pair, not {type(pair).__name__}",
+                field=item,
+            )
+        if len(pair) != 2:
+            raise InvalidInputError(
+                f"{item}: must be a ({id_name}, embedding) pair, not {len(pair)} values",
+                field=item,
+            )
+        ids.append(as_uuid(pair[0], f"{item}.{id_name}"))
+        vectors.append(as_embedding(pair[1], f"{item}.embedding"))
+    return ids, vectors
 
 
 Embedding = Annotated[

@@ -19,6 +19,7 @@ from app.database.errors import InvalidInputError, NotFoundError, database_error
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, model_rows, returned
 from app.database.validation import as_sequence, as_uuid, validated
+from app.database.vectors import embedding_pairs
 from app.messaging.models import (
     UNSET,
     Chat,
@@ -578,32 +579,7 @@ async def set_message_embeddings(
     Each row updated also updates the HNSW index; to embed a large backlog, drop and rebuild
     the index around it, or run this in batches of a few thousand.
     """
-    pairs = (
-        list(embeddings.items())
-        if isinstance(embeddings, Mapping)
-        else as_sequence(embeddings, "embeddings")
-    )
-    ids, vectors = [], []
-    for index, pair in enumerate(pairs):
-        if isinstance(pair, str | bytes | Mapping) or not isinstance(pair, Sequence | tuple):
-            raise InvalidInputError(
-                f"embeddings[{index}]: must be a (message_id, embedding) pair, "
-                f"not {type(pair).__name__}",
-                field=f"embeddings[{index}]",
-            )
-        if len(pair) != 2:
-            raise InvalidInputError(
-                f"embeddings[{index}]: must be a (message_id, embedding) pair, "
-                f"not {len(pair)} values",
-                field=f"embeddings[{index}]",
-            )
-        message_id, embedding = pair
-        ids.append(as_uuid(message_id, f"embeddings[{index}].message_id"))
-        try:
-            vectors.append(EmbeddingInput(embedding=embedding).embedding)
-        except InvalidInputError as problem:
-            field = f"embeddings[{index}].{problem.field}"
-            raise InvalidInputError(f"embeddings[{index}].{problem}", field=field) from None
+    ids, vectors = embedding_pairs(embeddings, "embeddings", "message_id")
     if not ids:
         return 0
     cursor = await conn.execute(UPDATE_MESSAGE_EMBEDDINGS, [ids, vectors], binary=True)
