@@ -60,10 +60,12 @@ def test_every_statement_returning_executions_selects_the_one_column_list_of_exe
     for statement in (
         queries.INSERT_EXECUTION,
         queries.SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY,
-        queries.CLAIM_NEXT_EXECUTION,
+        queries.ENQUEUE_EXECUTIONS,
+        queries.CLAIM_EXECUTIONS,
         queries.COMPLETE_EXECUTION,
         queries.FAIL_EXECUTION,
         queries.CANCEL_EXECUTION,
+        queries.CANCEL_HELD_EXECUTION,
         queries.SELECT_EXECUTION,
         queries.SELECT_EXECUTIONS_PAGE_BY_CHAT,
         queries.SELECT_EXECUTIONS_PAGE_BY_AGENT,
@@ -580,17 +582,26 @@ async def test_cancel_execution_of_a_running_execution_asks_its_worker_to_stop(
     conn: Conn,
 ) -> None:
     execution = await running(conn)
-    cancelled = await agents.cancel_execution(conn, execution.id)
+    requested = await agents.cancel_execution(conn, execution.id)
+    assert requested.status == "running" and requested.is_cancel_requested is True
+    assert requested.finished_at is None and requested.attempt == execution.attempt
+    assert await agents.cancel_execution(conn, execution.id) == requested  # asking again
+
+    assert await agents.heartbeat_execution(conn, execution.id, worker_id="w1") is False
+    cancelled = await agents.cancel_execution(
+        conn, execution.id, worker_id="w1", attempt=execution.attempt
+    )
     assert cancelled.status == "cancelled" and cancelled.is_cancel_requested is True
     assert cancelled.finished_at is not None and cancelled.started_at is not None
     assert cancelled.finished_at >= cancelled.started_at
 
 
-async def test_complete_execution_after_a_cancel_raises_conflict_naming_cancelled(
+async def test_complete_execution_after_the_worker_ended_a_cancel_raises_conflict(
     conn: Conn,
 ) -> None:
     execution = await running(conn)
     await agents.cancel_execution(conn, execution.id)
+    await agents.cancel_execution(conn, execution.id, worker_id="w1")
     with pytest.raises(ConflictError, match="cancelled"):
         await agents.complete_execution(conn, execution.id, output={"late": True})
 
@@ -605,7 +616,8 @@ async def test_cancel_execution_of_a_finished_execution_raises_conflict(
     elif finish == "fail":
         finished = await agents.fail_execution(conn, execution.id, error="x", retry=False)
     else:
-        finished = await agents.cancel_execution(conn, execution.id)
+        await agents.cancel_execution(conn, execution.id)
+        finished = await agents.cancel_execution(conn, execution.id, worker_id="w1")
     with pytest.raises(ConflictError, match=finished.status):
         await agents.cancel_execution(conn, execution.id)
     assert await agents.get_execution(conn, execution.id) == finished
@@ -620,8 +632,9 @@ async def test_cancel_execution_begun_before_the_claim_never_finishes_before_the
         await agents.get_execution(canceller, queued.id)
         await asyncio.sleep(0.01)
         async with db.session() as worker:
-            await agents.claim_next_execution(worker, worker_id="w1")
-        cancelled = await agents.cancel_execution(canceller, queued.id)
+            claimed = await agents.claim_next_execution(worker, worker_id="w1")
+            assert claimed is not None
+        cancelled = await agents.cancel_execution(canceller, queued.id, worker_id="w1")
     assert cancelled.started_at is not None and cancelled.finished_at == cancelled.started_at
 
 
@@ -862,7 +875,7 @@ async def test_execution_stats_of_a_known_data_set(conn: Conn) -> None:
     failed = await running(conn, agent_name="a")
     await agents.fail_execution(conn, failed.id, error="x", retry=False)
     await set_duration(conn, failed.id, 4)
-    await agents.cancel_execution(conn, (await running(conn, agent_name="a")).id)
+    await agents.cancel_execution(conn, (await running(conn, agent_name="a")).id, worker_id="w1")
     await running(conn, agent_name="a")
     await agents.enqueue_execution(conn, agent_name="a")
     await agents.enqueue_execution(conn, agent_name="a")

@@ -12,7 +12,14 @@ State machine (every other transition raises ConflictError naming the current st
     running --fail, attempts left-->  queued      (run_after pushed into the future)
     running --fail, none left / retry=False-->  failed
     running --no heartbeat--> queued / failed     (requeue_stale_executions)
-    queued | running  --cancel-->  cancelled      (running: is_cancel_requested is set too)
+    running --release-->  queued                  (a worker shutting down; attempt not counted)
+    queued  --cancel-->  cancelled
+    running --cancel-->  running, is_cancel_requested; the worker hears it on its next
+                         heartbeat and ends the run: --cancel (worker_id=…)-->  cancelled
+
+A worker's calls (heartbeat, complete, fail, cancel, release) name the worker and the attempt
+it claimed: when the execution was taken from it meanwhile (requeued as stale, claimed
+again), they raise ConflictError and change nothing. `app.worker` runs all of this.
 """
 
 from app.agents.models import (
@@ -20,18 +27,26 @@ from app.agents.models import (
     NOTIFY_CHANNEL,
     Execution,
     ExecutionCreate,
+    ExecutionCreateDict,
+    ExecutionResult,
     ExecutionStats,
     ExecutionStatus,
 )
 from app.agents.queries import (
     cancel_execution,
+    claim_executions,
     claim_next_execution,
     complete_execution,
+    complete_executions,
     enqueue_execution,
+    enqueue_executions,
     execution_stats,
     fail_execution,
     get_execution,
+    heartbeat_execution,
+    heartbeat_executions,
     list_executions,
+    release_executions,
     requeue_stale_executions,
 )
 
@@ -40,15 +55,23 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "Execution",
     "ExecutionCreate",
+    "ExecutionCreateDict",
+    "ExecutionResult",
     "ExecutionStats",
     "ExecutionStatus",
     "cancel_execution",
+    "claim_executions",
     "claim_next_execution",
     "complete_execution",
+    "complete_executions",
     "enqueue_execution",
+    "enqueue_executions",
     "execution_stats",
     "fail_execution",
     "get_execution",
+    "heartbeat_execution",
+    "heartbeat_executions",
     "list_executions",
+    "release_executions",
     "requeue_stale_executions",
 ]

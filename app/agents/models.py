@@ -8,10 +8,11 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, NotRequired, get_args
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, with_config
 from typing_extensions import TypedDict  # pydantic reads typing.TypedDict only from 3.12
 
 from app.database.validation import (
+    INT32_MAX,
     Count32,
     Duration,
     Flag,
@@ -31,6 +32,9 @@ EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = get_args(ExecutionStatus)
 
 NOTIFY_CHANNEL = "agentdb_executions"
 """The channel every enqueue notifies (payload: the agent_name); workers LISTEN on it."""
+
+MAX_CLAIM = 1_000
+"""The most executions one `claim_executions` call takes."""
 
 Cost = Annotated[Decimal, Field(ge=0, lt=Decimal("999999.9999995"), allow_inf_nan=False)]
 """US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth, so the bound is
@@ -96,30 +100,86 @@ class ExecutionStats(BaseModel):
 # Input models -----------------------------------------------------------------------------
 
 
+MaxAttempts = Annotated[Count32, Field(ge=1)]
+
+
 class ExecutionCreate(InputModel):
+    """One execution to enqueue (`enqueue_executions` takes these, or dicts of the same
+    fields: ExecutionCreateDict)."""
+
     agent_name: Name
     input: JsonObject = Field(default_factory=dict)
     chat_id: Uuid | None = None
     message_id: Uuid | None = None
     todo_id: Uuid | None = None
-    max_attempts: Annotated[Count32, Field(ge=1)] = 3
+    max_attempts: MaxAttempts = 3
     priority: Int32 = 0
     run_after: Timestamp | None = None
     dedupe_key: Name | None = None
     owner_id: Uuid | None = None
 
 
+@with_config(ConfigDict(extra="forbid"))
+class ExecutionCreateDict(TypedDict):
+    """The fields of `ExecutionCreate` as a dict: `enqueue_executions` validates a batch of
+    these in one call (a test holds the two types together); a key left out takes
+    ExecutionCreate's default."""
+
+    agent_name: Name
+    input: NotRequired[JsonObject]
+    chat_id: NotRequired[Uuid | None]
+    message_id: NotRequired[Uuid | None]
+    todo_id: NotRequired[Uuid | None]
+    max_attempts: NotRequired[MaxAttempts]
+    priority: NotRequired[Int32]
+    run_after: NotRequired[Timestamp | None]
+    dedupe_key: NotRequired[Name | None]
+    owner_id: NotRequired[Uuid | None]
+
+
 class ClaimInput(InputModel):
     worker_id: Name
     agent_names: Annotated[list[Name], Field(min_length=1)] | None = None
+    limit: Annotated[StrictInt, Field(ge=1, le=MAX_CLAIM)] = 10
 
 
-class CompletionInput(InputModel):
+class FenceInput(InputModel):
+    """Who claims to hold an execution: its worker, and the attempt it claimed (the fencing
+    token: a run requeued and claimed again has a higher attempt)."""
+
+    worker_id: Name | None = None
+    attempt: Annotated[StrictInt, Field(ge=1, le=INT32_MAX)] | None = None
+
+
+class ExecutionResult(InputModel):
+    """What a handler returns for a succeeded run: its output (any JSON value) and what it
+    used. `ExecutionResult({"summary": text}, model="gpt-4o-mini", prompt_tokens=812)`;
+    a handler may also return the output alone (a dict) or None."""
+
     output: JsonValue | None = None
     model: Name | None = None
     prompt_tokens: Count32 | None = None
     completion_tokens: Count32 | None = None
     cost_usd: Cost | None = None
+
+    def __init__(
+        self,
+        output: Any = None,
+        /,
+        model: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        cost_usd: Decimal | float | None = None,
+        **data: Any,
+    ) -> None:
+        super().__init__(
+            output=data.pop("output", output),
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=cost_usd,
+            **data,
+        )
 
 
 class FailureInput(InputModel):

@@ -2,6 +2,12 @@
 
 SQL constants first, then the functions in the order of the public API. Every function takes
 the caller's connection and never commits.
+
+Fencing: a worker holds an execution from its claim until it completes, fails, cancels or
+releases it, or until the execution is taken away (requeued as stale, then perhaps claimed
+again, which raises `attempt`). The worker's calls name the worker and the attempt it
+claimed; a call from a worker that no longer holds the execution matches no row and raises
+ConflictError, so a run that lost its claim can never overwrite the run that replaced it.
 """
 
 from __future__ import annotations
@@ -13,25 +19,29 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 from psycopg import AsyncConnection
+from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
+from pydantic import TypeAdapter, ValidationError
 
 from app.agents.models import (
     EXECUTION_STATUSES,
     ClaimInput,
-    CompletionInput,
     Execution,
     ExecutionCreate,
+    ExecutionCreateDict,
+    ExecutionResult,
     ExecutionStats,
     ExecutionStatus,
     FailureInput,
+    FenceInput,
     ListFilterInput,
     StaleCheckInput,
     StatsFilterInput,
 )
-from app.database.errors import ConflictError, NotFoundError, database_errors
+from app.database.errors import ConflictError, InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
-from app.database.rows import column_list, model_rows
-from app.database.validation import as_uuid, validated
+from app.database.rows import column_list, column_names, model_rows, row_maker
+from app.database.validation import INT32_MAX, as_int, as_sequence, as_uuid, validated
 
 # SQL --------------------------------------------------------------------------------------
 
@@ -77,6 +87,78 @@ CROSS JOIN LATERAL pg_notify('agentdb_executions', inserted.agent_name)
 """
 )
 
+# INSERT_EXECUTION for a batch, in one statement: the items arrive as one array per column
+# and are numbered (ordinal). Each gets its id here, so that the inserted rows can be matched
+# back to their items. The result has a row per item, in item order: the inserted execution,
+# or for a live dedupe_key the execution holding it, whether it was inserted by an earlier
+# item of this batch or existed before (the table as this statement's snapshot shows it).
+# An item of neither kind lost a race with a producer that committed its key after this
+# statement began; the caller looks that one up again. One notification per agent name
+# (the CTE is referenced by the final SELECT, or PostgreSQL would not run it).
+ENQUEUE_EXECUTIONS = (
+    """
+WITH items AS (
+    SELECT gen_random_uuid() AS id, item.*
+    FROM unnest(%(agent_names)s::varchar[], %(inputs)s::jsonb[], %(chat_ids)s::uuid[],
+                %(message_ids)s::uuid[], %(todo_ids)s::uuid[], %(max_attempts)s::integer[],
+                %(priorities)s::integer[], %(run_afters)s::timestamptz[],
+                %(dedupe_keys)s::varchar[], %(owner_ids)s::uuid[])
+        WITH ORDINALITY
+        AS item(agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
+                run_after, dedupe_key, owner_id, ordinal)
+),
+inserted AS (
+    INSERT INTO agents.executions
+        (id, agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
+         run_after, dedupe_key, owner_id)
+    SELECT id, agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
+           COALESCE(run_after, now()), dedupe_key,
+           COALESCE(
+               items.owner_id,
+               (SELECT owner_id FROM messaging.chats WHERE id = items.chat_id),
+               (SELECT owner_id FROM tasks.todos WHERE id = items.todo_id),
+               (SELECT owner_id FROM messaging.messages WHERE id = items.message_id),
+               NULLIF(pg_catalog.current_setting('agentdb.owner_id', true), '')::uuid
+           )
+    FROM items
+    ORDER BY ordinal
+    ON CONFLICT (agent_name, dedupe_key)
+        WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
+        DO NOTHING
+    RETURNING *
+),
+notified AS (
+    SELECT count(pg_notify('agentdb_executions', agent_name)) AS notifications
+    FROM (SELECT DISTINCT agent_name FROM inserted) AS agent_names
+),
+result AS (
+    SELECT items.ordinal, inserted.*
+    FROM items
+    JOIN inserted ON inserted.id = items.id
+    UNION ALL
+    SELECT items.ordinal, live.*
+    FROM items
+    JOIN inserted AS live
+      ON live.agent_name = items.agent_name AND live.dedupe_key = items.dedupe_key
+    WHERE NOT EXISTS (SELECT FROM inserted WHERE inserted.id = items.id)
+    UNION ALL
+    SELECT items.ordinal, live.*
+    FROM items
+    JOIN agents.executions AS live
+      ON live.agent_name = items.agent_name
+     AND live.dedupe_key = items.dedupe_key
+     AND live.status IN ('queued', 'running')
+    WHERE NOT EXISTS (SELECT FROM inserted WHERE inserted.id = items.id)
+)
+SELECT result.ordinal, """
+    + EXECUTION_COLUMNS
+    + """
+FROM result
+CROSS JOIN notified
+ORDER BY result.ordinal
+"""
+)
+
 # The live execution that made INSERT_EXECUTION insert nothing (found through
 # uq_executions_agent_name_dedupe_key). A separate statement, so it sees the row a
 # concurrent producer committed after this transaction's INSERT began.
@@ -91,32 +173,85 @@ WHERE agent_name = %s
 """
 )
 
-# The queue head in idx_executions_priority_run_after_created_at order. SKIP LOCKED: a row
-# another worker is claiming right now is passed over instead of waited for, so concurrent
-# workers each take a different row and none blocks. The agent_names filter is a plain
-# predicate on the index scan (the index, not the filter, serves the ORDER BY … LIMIT 1).
-CLAIM_NEXT_EXECUTION = (
+# Up to `limit` rows of the queue head, in the order of the partial index
+# idx_executions_priority_run_after_created_at (WHERE status = 'queued'): the index scan
+# stops after `limit` rows that pass the filters, so finished rows, which the index does not
+# hold, cost nothing. SKIP LOCKED: a row another worker is claiming right now is passed over
+# instead of waited for, so concurrent workers each take different rows and none blocks.
+# The agent_names filter is a plain predicate on the rows the index returns. The claimed
+# rows come back in claim order.
+CLAIM_EXECUTIONS = (
     """
-UPDATE agents.executions
-SET status = 'running',
-    attempt = attempt + 1,
-    worker_id = %(worker_id)s,
-    started_at = now(),
-    heartbeat_at = now(),
-    finished_at = NULL
-WHERE id = (
+WITH next AS (
     SELECT id
     FROM agents.executions
     WHERE status = 'queued'
       AND run_after <= now()
       AND (%(agent_names)s::varchar[] IS NULL OR agent_name = ANY(%(agent_names)s::varchar[]))
     ORDER BY priority DESC, run_after, created_at
-    LIMIT 1
+    LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE agents.executions AS execution
+    SET status = 'running',
+        attempt = execution.attempt + 1,
+        worker_id = %(worker_id)s,
+        started_at = now(),
+        heartbeat_at = now(),
+        finished_at = NULL
+    FROM next
+    WHERE execution.id = next.id
+    RETURNING execution.*
 )
-RETURNING """
+SELECT """
     + EXECUTION_COLUMNS
+    + """
+FROM claimed
+ORDER BY priority DESC, run_after, created_at
+"""
 )
+
+# The fence of a worker's call: the execution is running, under this worker (when named)
+# and in this attempt (when given). Appended to a WHERE that has already picked the row.
+FENCE = """
+  AND status = 'running'
+  AND (%(worker_id)s::varchar IS NULL OR worker_id = %(worker_id)s)
+  AND (%(attempt)s::integer IS NULL OR attempt = %(attempt)s)
+"""
+
+# clock_timestamp(), not now(): a heartbeat is the time it is sent, also from inside a long
+# transaction. The row keeps its heartbeat while a cancel is requested (the handler is
+# stopping, not dead); the caller reads is_cancel_requested.
+HEARTBEAT_EXECUTION = (
+    """
+UPDATE agents.executions
+SET heartbeat_at = clock_timestamp()
+WHERE id = %(execution_id)s"""
+    + FENCE
+    + "RETURNING is_cancel_requested\n"
+)
+
+# One heartbeat for all of a worker's runs. The rows are locked in id order first, as in
+# COMPLETE_EXECUTIONS: two statements of one worker that lock some of the same rows take
+# them in the same order, so they cannot deadlock.
+HEARTBEAT_EXECUTIONS = """
+WITH held AS (
+    SELECT execution.id
+    FROM agents.executions AS execution
+    JOIN unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS claim(id, attempt)
+      ON execution.id = claim.id AND execution.attempt = claim.attempt
+    WHERE execution.status = 'running'
+      AND execution.worker_id = %(worker_id)s
+    ORDER BY execution.id
+    FOR UPDATE OF execution
+)
+UPDATE agents.executions AS execution
+SET heartbeat_at = clock_timestamp()
+FROM held
+WHERE execution.id = held.id
+RETURNING execution.id, execution.is_cancel_requested
+"""
 
 # Transitions are conditional updates: the status test and the write are one atomic step.
 # finished_at is never before started_at, even when this transaction began before the
@@ -131,54 +266,141 @@ SET status = 'succeeded',
     completion_tokens = %(completion_tokens)s,
     cost_usd = %(cost_usd)s,
     finished_at = GREATEST(now(), started_at)
-WHERE id = %(execution_id)s
-  AND status = 'running'
-RETURNING """
+WHERE id = %(execution_id)s"""
+    + FENCE
+    + "RETURNING "
     + EXECUTION_COLUMNS
 )
+
+# COMPLETE_EXECUTION for many runs of one worker (a worker's batched acknowledgements), each
+# fenced by its attempt. Returns the ids it completed; the others were no longer held.
+COMPLETE_EXECUTIONS = """
+WITH done AS (
+    SELECT *
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(outputs)s::jsonb[],
+                %(models)s::varchar[], %(prompt_tokens)s::integer[],
+                %(completion_tokens)s::integer[], %(costs)s::numeric[])
+        AS done(id, attempt, output, model, prompt_tokens, completion_tokens, cost_usd)
+),
+held AS (
+    SELECT execution.id
+    FROM agents.executions AS execution
+    JOIN done ON execution.id = done.id AND execution.attempt = done.attempt
+    WHERE execution.status = 'running'
+      AND execution.worker_id = %(worker_id)s
+    ORDER BY execution.id
+    FOR UPDATE OF execution
+)
+UPDATE agents.executions AS execution
+SET status = 'succeeded',
+    output = done.output,
+    model = done.model,
+    prompt_tokens = done.prompt_tokens,
+    completion_tokens = done.completion_tokens,
+    cost_usd = done.cost_usd,
+    finished_at = GREATEST(now(), execution.started_at)
+FROM held
+JOIN done ON done.id = held.id
+WHERE execution.id = held.id
+RETURNING execution.id
+"""
 
 # Requeued while attempts remain, after retry_in or else an exponential backoff with jitter:
 # 2^attempt seconds (the exponent capped so power() cannot overflow, the delay at an hour),
 # times a random factor in [0.5, 1) so runs that failed together do not retry together.
+# A run whose cancel was requested ends cancelled instead: it is not retried.
 FAIL_EXECUTION = (
     """
 UPDATE agents.executions
-SET status = CASE WHEN %(retry)s AND attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+SET status = CASE
+        WHEN is_cancel_requested THEN 'cancelled'
+        WHEN %(retry)s AND attempt < max_attempts THEN 'queued'
+        ELSE 'failed'
+    END,
     error = %(error)s,
     run_after = CASE
-        WHEN %(retry)s AND attempt < max_attempts THEN now() + COALESCE(
+        WHEN NOT is_cancel_requested AND %(retry)s AND attempt < max_attempts THEN now() + COALESCE(
             %(retry_in)s::interval,
             make_interval(secs => LEAST(3600, power(2, LEAST(attempt, 12)))
                                   * (0.5 + random() * 0.5)))
         ELSE run_after
     END,
     finished_at = CASE
-        WHEN %(retry)s AND attempt < max_attempts THEN NULL
+        WHEN NOT is_cancel_requested AND %(retry)s AND attempt < max_attempts THEN NULL
         ELSE GREATEST(now(), started_at)
     END
-WHERE id = %(execution_id)s
-  AND status = 'running'
-RETURNING """
+WHERE id = %(execution_id)s"""
+    + FENCE
+    + "RETURNING "
     + EXECUTION_COLUMNS
 )
 
-# SET reads the row as it was: a running execution keeps is_cancel_requested = true so its
-# worker learns on its next heartbeat that it should stop.
+# A queued execution is cancelled at once. A running one is only asked to stop: SET reads
+# the row as it was, so it stays running with is_cancel_requested = true, which its worker
+# reads on its next heartbeat; the worker then ends it (CANCEL_HELD_EXECUTION). Asking again
+# changes nothing.
 CANCEL_EXECUTION = (
     """
 UPDATE agents.executions
-SET status = 'cancelled',
-    is_cancel_requested = is_cancel_requested OR status = 'running',
-    finished_at = GREATEST(now(), started_at)
+SET status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+    is_cancel_requested = status = 'running',
+    finished_at = CASE WHEN status = 'queued' THEN GREATEST(now(), started_at) END
 WHERE id = %s
   AND status IN ('queued', 'running')
 RETURNING """
     + EXECUTION_COLUMNS
 )
 
-# After a conditional update matched nothing: tells a missing row from one in another state.
+# The worker ending its run as cancelled: after a requested cancel reached the handler, or
+# because the handler gave up on its own.
+CANCEL_HELD_EXECUTION = (
+    """
+UPDATE agents.executions
+SET status = 'cancelled',
+    finished_at = GREATEST(now(), started_at)
+WHERE id = %(execution_id)s"""
+    + FENCE
+    + "RETURNING "
+    + EXECUTION_COLUMNS
+)
+
+# A worker shutting down gives back the runs it could not finish: queued again, runnable at
+# once, and the interrupted attempt not counted (a shutdown is not the run's failure). A run
+# whose cancel was requested ends cancelled instead. Locked in id order like the batches
+# above.
+RELEASE_EXECUTIONS = """
+WITH held AS (
+    SELECT execution.id
+    FROM agents.executions AS execution
+    JOIN unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS claim(id, attempt)
+      ON execution.id = claim.id AND execution.attempt = claim.attempt
+    WHERE execution.status = 'running'
+      AND execution.worker_id = %(worker_id)s
+    ORDER BY execution.id
+    FOR UPDATE OF execution
+)
+UPDATE agents.executions AS execution
+SET status = CASE WHEN execution.is_cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempt = CASE
+        WHEN execution.is_cancel_requested THEN execution.attempt
+        ELSE execution.attempt - 1
+    END,
+    run_after = CASE
+        WHEN execution.is_cancel_requested THEN execution.run_after
+        ELSE now()
+    END,
+    finished_at = CASE
+        WHEN execution.is_cancel_requested THEN GREATEST(now(), execution.started_at)
+    END
+FROM held
+WHERE execution.id = held.id
+RETURNING execution.id
+"""
+
+# After a conditional update matched nothing: tells a missing row from one in another state
+# or held by another worker or attempt.
 SELECT_EXECUTION_STATUS = """
-SELECT status
+SELECT status, worker_id, attempt
 FROM agents.executions
 WHERE id = %s
 """
@@ -236,21 +458,42 @@ LIMIT %(limit)s
 """
 )
 
-# Scans the partial index idx_executions_heartbeat_at, which holds running rows only and so
-# stays as small as the number of runs in flight. started_at stands in for a heartbeat never
-# written. A worker's concurrent heartbeat wins: the UPDATE re-checks the condition on the
-# row version it waited for.
+# Staleness is judged by heartbeat_at (started_at stands in for a heartbeat never written).
+# The scan reads the partial index idx_executions_worker_id, which holds running rows only
+# and so stays as small as the number of runs in flight. SKIP LOCKED: a row being written
+# right now (a heartbeat, a completion) is alive and passed over, never waited for; FOR
+# UPDATE re-checks the heartbeat on the newest version of the rows it locks. Attempts left:
+# queued again, runnable at once; none left: failed; a cancel requested: cancelled.
 REQUEUE_STALE_EXECUTIONS = """
-UPDATE agents.executions
-SET status = CASE WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+WITH stale AS (
+    SELECT id
+    FROM agents.executions
+    WHERE status = 'running'
+      AND COALESCE(heartbeat_at, started_at) < now() - %(older_than)s::interval
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE agents.executions AS execution
+SET status = CASE
+        WHEN execution.is_cancel_requested THEN 'cancelled'
+        WHEN execution.attempt < execution.max_attempts THEN 'queued'
+        ELSE 'failed'
+    END,
     error = 'stale: no heartbeat since '
-            || COALESCE(heartbeat_at, started_at)::text
-            || ' from worker ' || COALESCE(worker_id, 'unknown'),
-    run_after = CASE WHEN attempt < max_attempts THEN now() ELSE run_after END,
-    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE GREATEST(now(), started_at) END
-WHERE status = 'running'
-  AND (heartbeat_at < now() - %(older_than)s::interval
-       OR (heartbeat_at IS NULL AND started_at < now() - %(older_than)s::interval))
+            || COALESCE(execution.heartbeat_at, execution.started_at)::text
+            || ' from worker ' || COALESCE(execution.worker_id, 'unknown'),
+    run_after = CASE
+        WHEN NOT execution.is_cancel_requested AND execution.attempt < execution.max_attempts
+        THEN now()
+        ELSE execution.run_after
+    END,
+    finished_at = CASE
+        WHEN NOT execution.is_cancel_requested AND execution.attempt < execution.max_attempts
+        THEN NULL
+        ELSE GREATEST(now(), execution.started_at)
+    END
+FROM stale
+WHERE execution.id = stale.id
 """
 
 # One pass over the selected rows. With an agent_name the range scan is on
@@ -290,6 +533,19 @@ ENQUEUE_ROUNDS = 5
 EXECUTION_ROW = model_rows(Execution)
 
 
+EXECUTION_CREATE_DICTS = TypeAdapter(list[ExecutionCreateDict])
+
+
+def _ordinal_execution_rows(cursor: Any) -> RowMaker[tuple[int, Execution]]:
+    """Rows of (ordinal, execution): ENQUEUE_EXECUTIONS's result."""
+    make = row_maker(Execution, column_names(cursor)[1:])
+
+    def make_row(values: Sequence[Any]) -> tuple[int, Execution]:
+        return values[0], make(values[1:])
+
+    return make_row
+
+
 # Query functions --------------------------------------------------------------------------
 
 
@@ -310,7 +566,9 @@ async def enqueue_execution(
 ) -> Execution:
     """Queue a run of `agent_name`; with a `dedupe_key`, return its live execution if any.
 
-    Its owner is `owner_id`, else that of its chat, todo or message, else the session's."""
+    Its owner is `owner_id`, else that of its chat, todo or message, else the session's.
+    Higher `priority` runs first; `run_after` schedules it for later. Workers listening on
+    NOTIFY_CHANNEL hear of it when the transaction commits."""
     data = validated(
         ExecutionCreate,
         agent_name=agent_name,
@@ -324,35 +582,76 @@ async def enqueue_execution(
         dedupe_key=dedupe_key,
         owner_id=owner_id,
     )
-    params = {
-        "agent_name": data.agent_name,
-        "input": Jsonb(data.input),
-        "chat_id": data.chat_id,
-        "message_id": data.message_id,
-        "todo_id": data.todo_id,
-        "max_attempts": data.max_attempts,
-        "priority": data.priority,
-        "run_after": data.run_after,
-        "dedupe_key": data.dedupe_key,
-        "owner_id": data.owner_id,
+    return await _enqueue_one(conn, data)
+
+
+@database_errors
+async def enqueue_executions(
+    conn: AsyncConnection[Any], items: Sequence[ExecutionCreate | Mapping[str, Any]]
+) -> list[Execution]:
+    """Queue many executions with one statement; return one execution per item, in order.
+
+    Each item is an ExecutionCreate or a dict of its fields (validated all at once, the
+    first problem raised naming the item's index and field). Like `enqueue_execution`, an
+    item whose dedupe_key is live returns the execution holding it, also when an earlier
+    item of the same batch holds it. All or nothing.
+    """
+    creates = _execution_creates(items)
+    if not creates:
+        return []
+    params: dict[str, list[Any]] = {
+        "agent_names": [],
+        "inputs": [],
+        "chat_ids": [],
+        "message_ids": [],
+        "todo_ids": [],
+        "max_attempts": [],
+        "priorities": [],
+        "run_afters": [],
+        "dedupe_keys": [],
+        "owner_ids": [],
     }
+    for item in creates:
+        params["agent_names"].append(item.agent_name)
+        params["inputs"].append(Jsonb(item.input))
+        params["chat_ids"].append(item.chat_id)
+        params["message_ids"].append(item.message_id)
+        params["todo_ids"].append(item.todo_id)
+        params["max_attempts"].append(item.max_attempts)
+        params["priorities"].append(item.priority)
+        params["run_afters"].append(item.run_after)
+        params["dedupe_keys"].append(item.dedupe_key)
+        params["owner_ids"].append(item.owner_id)
+    async with conn.transaction():
+        async with conn.cursor(row_factory=_ordinal_execution_rows) as cursor:
+            await cursor.execute(ENQUEUE_EXECUTIONS, params)
+            found = dict(await cursor.fetchall())
+        executions = []
+        for ordinal, item in enumerate(creates, start=1):
+            execution = found.get(ordinal)
+            if execution is None:  # its key's live execution committed after we began
+                execution = await _enqueue_one(conn, item)
+            executions.append(execution)
+    return executions
+
+
+@database_errors
+async def claim_executions(
+    conn: AsyncConnection[Any],
+    *,
+    worker_id: str,
+    agent_names: Sequence[str] | None = None,
+    limit: int = 10,
+) -> list[Execution]:
+    """Move up to `limit` executions from the queue head (of `agent_names`, else any agent)
+    to running for `worker_id`, in one statement; highest priority first, then run_after,
+    then age. Each claim raises the execution's `attempt`: the fencing token that the
+    worker passes back to heartbeat, complete, fail and cancel."""
+    data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=limit)
+    params = {"worker_id": data.worker_id, "agent_names": data.agent_names, "limit": data.limit}
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
-        for _ in range(ENQUEUE_ROUNDS):
-            await cursor.execute(INSERT_EXECUTION, params)
-            execution = await cursor.fetchone()
-            if execution is not None:
-                return execution
-            await cursor.execute(
-                SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY, [data.agent_name, data.dedupe_key]
-            )
-            execution = await cursor.fetchone()
-            if execution is not None:
-                return execution
-    raise ConflictError(
-        f"dedupe_key: the live execution of {data.agent_name!r} with key {data.dedupe_key!r} "
-        "kept changing; retry",
-        field="dedupe_key",
-    )
+        await cursor.execute(CLAIM_EXECUTIONS, params)
+        return await cursor.fetchall()
 
 
 @database_errors
@@ -362,12 +661,57 @@ async def claim_next_execution(
     worker_id: str,
     agent_names: Sequence[str] | None = None,
 ) -> Execution | None:
-    """Move the queue head (of `agent_names`, else any agent) to running for `worker_id`."""
-    data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names)
-    params = {"worker_id": data.worker_id, "agent_names": data.agent_names}
+    """Move the queue head (of `agent_names`, else any agent) to running for `worker_id`;
+    None when nothing is ready."""
+    data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=1)
+    params = {"worker_id": data.worker_id, "agent_names": data.agent_names, "limit": 1}
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
-        await cursor.execute(CLAIM_NEXT_EXECUTION, params)
+        await cursor.execute(CLAIM_EXECUTIONS, params)
         return await cursor.fetchone()
+
+
+@database_errors
+async def heartbeat_execution(
+    conn: AsyncConnection[Any],
+    execution_id: UUID,
+    *,
+    worker_id: str,
+    attempt: int | None = None,
+) -> bool:
+    """Renew the heartbeat of `worker_id`'s running execution; True while the run should go
+    on. False: a cancel was requested (the heartbeat is still renewed while the handler
+    stops), or, without `attempt`, the execution is no longer this worker's. With `attempt`,
+    a worker that lost its claim gets ConflictError instead, and nothing changes."""
+    execution_id = as_uuid(execution_id, "execution_id")
+    fence = validated(FenceInput, worker_id=worker_id, attempt=attempt)
+    params = {"execution_id": execution_id, "worker_id": fence.worker_id, "attempt": attempt}
+    cursor = await conn.execute(HEARTBEAT_EXECUTION, params)
+    row = await cursor.fetchone()
+    if row is None:
+        if attempt is None:
+            return False
+        await _refuse_transition(conn, execution_id, "heartbeat", fence)
+    return not row[0]
+
+
+@database_errors
+async def heartbeat_executions(
+    conn: AsyncConnection[Any],
+    claims: Sequence[tuple[UUID, int]],
+    *,
+    worker_id: str,
+) -> dict[UUID, bool]:
+    """One heartbeat for many of `worker_id`'s runs, given as (execution id, attempt) pairs.
+
+    Returns, for each run still held, whether it should go on (False: a cancel was
+    requested); a run missing from the result is no longer this worker's."""
+    fence = validated(FenceInput, worker_id=worker_id)
+    ids, attempts = _claim_arrays(claims)
+    if not ids:
+        return {}
+    params = {"ids": ids, "attempts": attempts, "worker_id": fence.worker_id}
+    cursor = await conn.execute(HEARTBEAT_EXECUTIONS, params)
+    return {execution_id: not cancel for execution_id, cancel in await cursor.fetchall()}
 
 
 @database_errors
@@ -380,31 +724,86 @@ async def complete_execution(
     prompt_tokens: int | None = None,
     completion_tokens: int | None = None,
     cost_usd: Decimal | float | None = None,
+    worker_id: str | None = None,
+    attempt: int | None = None,
 ) -> Execution:
-    """Mark a running execution succeeded, with its output and usage."""
+    """Mark a running execution succeeded, with its output and usage.
+
+    A worker names itself and the attempt it claimed: if the execution was taken from it
+    meanwhile, ConflictError, and nothing changes."""
     execution_id = as_uuid(execution_id, "execution_id")
-    data = validated(
-        CompletionInput,
-        output=output,
+    result = ExecutionResult(
+        output,
         model=model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         cost_usd=cost_usd,
     )
+    fence = validated(FenceInput, worker_id=worker_id, attempt=attempt)
     params = {
         "execution_id": execution_id,
-        "output": Jsonb(data.output) if data.output is not None else None,
-        "model": data.model,
-        "prompt_tokens": data.prompt_tokens,
-        "completion_tokens": data.completion_tokens,
-        "cost_usd": data.cost_usd,
+        "output": Jsonb(result.output) if result.output is not None else None,
+        "model": result.model,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "worker_id": fence.worker_id,
+        "attempt": fence.attempt,
     }
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
         await cursor.execute(COMPLETE_EXECUTION, params)
         execution = await cursor.fetchone()
     if execution is None:
-        await _refuse_transition(conn, execution_id, "complete")
+        await _refuse_transition(conn, execution_id, "complete", fence)
     return execution
+
+
+@database_errors
+async def complete_executions(
+    conn: AsyncConnection[Any],
+    results: Sequence[tuple[UUID, int, ExecutionResult]],
+    *,
+    worker_id: str,
+) -> set[UUID]:
+    """Mark many of `worker_id`'s runs succeeded in one statement, each given as (execution
+    id, attempt, ExecutionResult); return the ids it completed. A run missing from the
+    result was no longer this worker's (requeued, claimed again): it was left as it is."""
+    fence = validated(FenceInput, worker_id=worker_id)
+    params: dict[str, Any] = {
+        "ids": [],
+        "attempts": [],
+        "outputs": [],
+        "models": [],
+        "prompt_tokens": [],
+        "completion_tokens": [],
+        "costs": [],
+        "worker_id": fence.worker_id,
+    }
+    for index, row in enumerate(as_sequence(results, "results")):
+        field = f"results[{index}]"
+        try:
+            execution_id, attempt, result = row
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"{field}: must be an (execution id, attempt, ExecutionResult) triple",
+                field=field,
+            ) from None
+        if not isinstance(result, ExecutionResult):
+            raise InvalidInputError(
+                f"{field}: must hold an ExecutionResult, not {type(result).__name__}",
+                field=field,
+            )
+        params["ids"].append(as_uuid(execution_id, f"{field}[0]"))
+        params["attempts"].append(as_int(attempt, f"{field}[1]", minimum=1, maximum=INT32_MAX))
+        params["outputs"].append(None if result.output is None else Jsonb(result.output))
+        params["models"].append(result.model)
+        params["prompt_tokens"].append(result.prompt_tokens)
+        params["completion_tokens"].append(result.completion_tokens)
+        params["costs"].append(result.cost_usd)
+    if not params["ids"]:
+        return set()
+    cursor = await conn.execute(COMPLETE_EXECUTIONS, params)
+    return {row[0] for row in await cursor.fetchall()}
 
 
 @database_errors
@@ -415,41 +814,86 @@ async def fail_execution(
     error: str,
     retry: bool = True,
     retry_in: timedelta | None = None,
+    worker_id: str | None = None,
+    attempt: int | None = None,
 ) -> Execution:
-    """Record a failed attempt: back to queued while `retry` and attempts remain, else failed.
+    """Record a failed attempt: back to queued while `retry` and attempts remain, else failed
+    (cancelled, if a cancel was requested).
 
     A retry waits `retry_in` (for example a provider's Retry-After), else 2^attempt seconds
-    (at most an hour) times a random factor in [0.5, 1).
+    (at most an hour) times a random factor in [0.5, 1). A worker names itself and its
+    attempt, as for `complete_execution`.
     """
     execution_id = as_uuid(execution_id, "execution_id")
     data = validated(FailureInput, error=error, retry=retry, retry_in=retry_in)
+    fence = validated(FenceInput, worker_id=worker_id, attempt=attempt)
     params = {
         "execution_id": execution_id,
         "error": data.error,
         "retry": data.retry,
         "retry_in": data.retry_in,
+        "worker_id": fence.worker_id,
+        "attempt": fence.attempt,
     }
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
         await cursor.execute(FAIL_EXECUTION, params)
         execution = await cursor.fetchone()
     if execution is None:
-        await _refuse_transition(conn, execution_id, "fail")
+        await _refuse_transition(conn, execution_id, "fail", fence)
     return execution
 
 
 @database_errors
-async def cancel_execution(conn: AsyncConnection[Any], execution_id: UUID) -> Execution:
-    """Cancel a queued or running execution (a running one's worker is asked to stop)."""
+async def cancel_execution(
+    conn: AsyncConnection[Any],
+    execution_id: UUID,
+    *,
+    worker_id: str | None = None,
+    attempt: int | None = None,
+) -> Execution:
+    """Cancel an execution. A queued one is cancelled at once; a running one is asked to
+    stop (`is_cancel_requested`; it stays running until its worker hears of it on its next
+    heartbeat and ends it).
+
+    With `worker_id` (and `attempt`), the call is that worker ending its running execution
+    as cancelled; ConflictError if the execution is no longer its own."""
     execution_id = as_uuid(execution_id, "execution_id")
+    fence = validated(FenceInput, worker_id=worker_id, attempt=attempt)
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
-        await cursor.execute(CANCEL_EXECUTION, [execution_id])
+        if fence.worker_id is None:
+            await cursor.execute(CANCEL_EXECUTION, [execution_id])
+        else:
+            params = {
+                "execution_id": execution_id,
+                "worker_id": fence.worker_id,
+                "attempt": fence.attempt,
+            }
+            await cursor.execute(CANCEL_HELD_EXECUTION, params)
         execution = await cursor.fetchone()
     if execution is None:
-        await _refuse_transition(conn, execution_id, "cancel")
+        await _refuse_transition(conn, execution_id, "cancel", fence)
     return execution
 
 
 @database_errors
+async def release_executions(
+    conn: AsyncConnection[Any],
+    claims: Sequence[tuple[UUID, int]],
+    *,
+    worker_id: str,
+) -> set[UUID]:
+    """Give back runs `worker_id` holds but will not finish (it is shutting down), given as
+    (execution id, attempt) pairs: queued again at once, the attempt not counted (a run
+    whose cancel was requested ends cancelled). Returns the ids released."""
+    fence = validated(FenceInput, worker_id=worker_id)
+    ids, attempts = _claim_arrays(claims)
+    if not ids:
+        return set()
+    params = {"ids": ids, "attempts": attempts, "worker_id": fence.worker_id}
+    cursor = await conn.execute(RELEASE_EXECUTIONS, params)
+    return {row[0] for row in await cursor.fetchall()}
+
+
 async def get_execution(conn: AsyncConnection[Any], execution_id: UUID) -> Execution | None:
     """The execution, or None if it does not exist."""
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
@@ -499,10 +943,12 @@ async def list_executions(
 
 @database_errors
 async def requeue_stale_executions(conn: AsyncConnection[Any], *, older_than: timedelta) -> int:
-    """Take back running executions silent for `older_than`; return how many changed.
+    """Take back running executions whose heartbeat is older than `older_than` (their
+    worker died or hangs); return how many changed.
 
-    Each goes back to queued (runnable at once) if attempts remain, else ends as failed;
-    either way `error` says it went stale.
+    Each goes back to queued (runnable at once) if attempts remain, else ends as failed, or
+    cancelled if a cancel was requested; `error` says it went stale. The worker that lost it
+    can no longer write to it (fencing).
     """
     data = validated(StaleCheckInput, older_than=older_than)
     cursor = await conn.execute(REQUEUE_STALE_EXECUTIONS, {"older_than": data.older_than})
@@ -543,14 +989,99 @@ async def execution_stats(
 # Helpers ----------------------------------------------------------------------------------
 
 
+async def _enqueue_one(conn: AsyncConnection[Any], data: ExecutionCreate) -> Execution:
+    params = {
+        "agent_name": data.agent_name,
+        "input": Jsonb(data.input),
+        "chat_id": data.chat_id,
+        "message_id": data.message_id,
+        "todo_id": data.todo_id,
+        "max_attempts": data.max_attempts,
+        "priority": data.priority,
+        "run_after": data.run_after,
+        "dedupe_key": data.dedupe_key,
+        "owner_id": data.owner_id,
+    }
+    async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
+        for _ in range(ENQUEUE_ROUNDS):
+            await cursor.execute(INSERT_EXECUTION, params)
+            execution = await cursor.fetchone()
+            if execution is not None:
+                return execution
+            await cursor.execute(
+                SELECT_LIVE_EXECUTION_BY_DEDUPE_KEY, [data.agent_name, data.dedupe_key]
+            )
+            execution = await cursor.fetchone()
+            if execution is not None:
+                return execution
+    raise ConflictError(
+        f"dedupe_key: the live execution of {data.agent_name!r} with key {data.dedupe_key!r} "
+        "kept changing; retry",
+        field="dedupe_key",
+    )
+
+
+def _execution_creates(
+    items: Sequence[ExecutionCreate | Mapping[str, Any]],
+) -> list[ExecutionCreate]:
+    """Every item as an ExecutionCreate: instances as they are (validated when made), the
+    dicts validated in one call, the first problem raised naming the item's index and field."""
+    rows: list[Any] = as_sequence(items, "items")
+    unchecked = [index for index, row in enumerate(rows) if not isinstance(row, ExecutionCreate)]
+    if unchecked:
+        try:
+            checked = EXECUTION_CREATE_DICTS.validate_python([rows[index] for index in unchecked])
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            position, *path = first["loc"]
+            field = f"items[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
+            message = first["msg"].removeprefix("Value error, ")
+            raise InvalidInputError(f"{field}: {message}", field=field) from None
+        for index, row in zip(unchecked, checked, strict=True):
+            rows[index] = ExecutionCreate.model_construct(**row)
+    return rows
+
+
+def _claim_arrays(claims: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:
+    """(execution id, attempt) pairs as two arrays, each pair checked."""
+    ids: list[UUID] = []
+    attempts: list[int] = []
+    for index, claim in enumerate(as_sequence(claims, "claims")):
+        try:
+            execution_id, attempt = claim
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"claims[{index}]: must be an (execution id, attempt) pair",
+                field=f"claims[{index}]",
+            ) from None
+        ids.append(as_uuid(execution_id, f"claims[{index}][0]"))
+        attempts.append(as_int(attempt, f"claims[{index}][1]", minimum=1, maximum=INT32_MAX))
+    return ids, attempts
+
+
 async def _refuse_transition(
-    conn: AsyncConnection[Any], execution_id: UUID, action: str
+    conn: AsyncConnection[Any], execution_id: UUID, action: str, fence: FenceInput
 ) -> NoReturn:
-    """Raise why a conditional transition matched no row: missing, or in another status."""
+    """Raise why a conditional transition matched no row: missing, in another status, or
+    (for a worker's call) no longer held by that worker in that attempt."""
     cursor = await conn.execute(SELECT_EXECUTION_STATUS, [execution_id])
     row = await cursor.fetchone()
     if row is None:
         raise NotFoundError(f"execution {execution_id} not found")
+    status, worker_id, attempt = row
+    claimed = fence.worker_id is not None or fence.attempt is not None
+    if claimed and (
+        status != "running"
+        or (fence.worker_id is not None and worker_id != fence.worker_id)
+        or (fence.attempt is not None and attempt != fence.attempt)
+    ):
+        holder = f"attempt {attempt} of worker {worker_id}" if status == "running" else status
+        raise ConflictError(
+            f"attempt: cannot {action} execution {execution_id}: the claim of worker "
+            f"{fence.worker_id or worker_id} (attempt {fence.attempt or attempt}) was taken "
+            f"away; it is now {holder}",
+            field="attempt",
+        )
     raise ConflictError(
-        f"status: cannot {action} execution {execution_id}: it is {row[0]}", field="status"
+        f"status: cannot {action} execution {execution_id}: it is {status}", field="status"
     )
