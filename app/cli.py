@@ -189,10 +189,85 @@ def _parser() -> argparse.ArgumentParser:
         "delete Telegram sessions not written or seen for --older-than (audited)",
         _purge_sessions,
     )
-    sessions.add_argument(
-        "--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h or 90m"
+    sessions.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h or 90m")
+    worker = command(
+        "worker",
+        "run agent executions with the handlers of MODULE:HANDLERS until SIGTERM or SIGINT",
+        _worker,
     )
+    worker.add_argument(
+        "handlers",
+        metavar="MODULE:HANDLERS",
+        help="an importable module and the name in it of the dict agent name -> async handler",
+    )
+    worker.add_argument("--concurrency", type=int, default=4, help="runs at once (default 4)")
+    worker.add_argument(
+        "--agents", default=None, help="comma-separated agent names (default: the handlers')"
+    )
+    worker.add_argument("--worker-id", default=None, help="default: host:pid")
+    for option, seconds, what in (
+        ("--stale-after", 30.0, "take back runs not heard of for this long"),
+        ("--heartbeat-interval", 5.0, "renew the heartbeat of running executions this often"),
+        ("--poll-interval", 1.0, "look for executions at least this often"),
+        ("--shutdown-grace", 30.0, "on SIGTERM, let running handlers finish this long"),
+    ):
+        worker.add_argument(
+            option, type=float, default=seconds, metavar="S", help=f"{what} (default {seconds}s)"
+        )
     return parser
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib
+    import logging
+    import signal
+
+    from app.database import DatabaseManager
+    from app.worker import run_worker
+
+    module_name, _, attribute = args.handlers.partition(":")
+    if not module_name or not attribute:
+        return _fail(
+            f"MODULE:HANDLERS: {args.handlers!r} is not module:name (e.g. bot.agents:HANDLERS)"
+        )
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        return _fail(f"MODULE:HANDLERS: cannot import {module_name!r}: {error}")
+    handlers = getattr(module, attribute, None)
+    if not isinstance(handlers, dict):
+        return _fail(f"MODULE:HANDLERS: {module_name}.{attribute} is not a dict of handlers")
+    agents = (
+        [name.strip() for name in args.agents.split(",") if name.strip()] if args.agents else None
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = _config(args)
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with DatabaseManager(config) as db:
+            await run_worker(
+                db,
+                handlers,
+                concurrency=args.concurrency,
+                agent_names=agents,
+                worker_id=args.worker_id,
+                poll_interval=args.poll_interval,
+                heartbeat_interval=args.heartbeat_interval,
+                stale_after=args.stale_after,
+                shutdown_grace=args.shutdown_grace,
+                stop=stop,
+            )
+
+    asyncio.run(work())
+    return 0
 
 
 def _conninfo(args: argparse.Namespace) -> str:
@@ -395,8 +470,7 @@ def _age(text: str) -> timedelta | str:
     match = DURATION.fullmatch(text.strip())
     if match is None:
         return (
-            f"--older-than: {text!r} is not a number of days, hours or minutes "
-            "(e.g. 30d, 12h, 90m)"
+            f"--older-than: {text!r} is not a number of days, hours or minutes (e.g. 30d, 12h, 90m)"
         )
     older_than = timedelta(**{DURATION_UNITS[match[2]]: int(match[1])})
     if older_than <= timedelta(0):

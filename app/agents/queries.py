@@ -364,8 +364,9 @@ WHERE id = %(execution_id)s"""
     + EXECUTION_COLUMNS
 )
 
-# A worker shutting down gives back the runs it could not finish: queued again, runnable at
-# once, and the interrupted attempt not counted (a shutdown is not the run's failure). A run
+# A worker shutting down gives back the runs it could not finish: queued again in their
+# place (run_after is kept: they were due), and the interrupted attempt not counted (a
+# shutdown is not the run's failure). A run
 # whose cancel was requested ends cancelled instead. Locked in id order like the batches
 # above.
 RELEASE_EXECUTIONS = """
@@ -384,10 +385,6 @@ SET status = CASE WHEN execution.is_cancel_requested THEN 'cancelled' ELSE 'queu
     attempt = CASE
         WHEN execution.is_cancel_requested THEN execution.attempt
         ELSE execution.attempt - 1
-    END,
-    run_after = CASE
-        WHEN execution.is_cancel_requested THEN execution.run_after
-        ELSE now()
     END,
     finished_at = CASE
         WHEN execution.is_cancel_requested THEN GREATEST(now(), execution.started_at)
@@ -883,7 +880,7 @@ async def release_executions(
     worker_id: str,
 ) -> set[UUID]:
     """Give back runs `worker_id` holds but will not finish (it is shutting down), given as
-    (execution id, attempt) pairs: queued again at once, the attempt not counted (a run
+    (execution id, attempt) pairs: queued again in their place, the attempt not counted (a run
     whose cancel was requested ends cancelled). Returns the ids released."""
     fence = validated(FenceInput, worker_id=worker_id)
     ids, attempts = _claim_arrays(claims)
