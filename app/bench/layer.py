@@ -558,8 +558,8 @@ class RawLayer:
             await (await conn.execute(agents.queries.INSERT_EXECUTION, params)).fetchone()
         async with self.unit(owner) as conn:
             cursor = await conn.execute(
-                agents.queries.CLAIM_NEXT_EXECUTION,
-                {"worker_id": job.worker_id, "agent_names": None},
+                agents.queries.CLAIM_EXECUTIONS,
+                {"worker_id": job.worker_id, "agent_names": None, "limit": 1},
             )
             claimed = await cursor.fetchone()
         assert claimed is not None
@@ -570,6 +570,8 @@ class RawLayer:
             "prompt_tokens": job.prompt_tokens,
             "completion_tokens": job.completion_tokens,
             "cost_usd": job.cost_usd,
+            "worker_id": job.worker_id,
+            "attempt": claimed[16],  # EXECUTION_COLUMNS' attempt: the fencing token
         }
         async with self.unit(owner) as conn:
             return await (await conn.execute(agents.queries.COMPLETE_EXECUTION, params)).fetchone()
@@ -752,6 +754,8 @@ class AgentdbLayer:
                 prompt_tokens=job.prompt_tokens,
                 completion_tokens=job.completion_tokens,
                 cost_usd=job.cost_usd,
+                worker_id=job.worker_id,
+                attempt=claimed.attempt,
             )
 
     async def touch_session(
