@@ -54,3 +54,51 @@ def test_the_readme_aiogram_lines_build_a_dispatcher_on_postgres_storage() -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_readme_handlers_run_under_the_worker_command(
+    tmp_path: Path, database_url: str, agentdb_command: list[str]
+) -> None:
+    """The "Running agents" module, as written (with a stand-in for the model call), under
+    `agentdb worker …:HANDLERS`, until SIGTERM."""
+    import signal
+    import time
+
+    import psycopg
+
+    package = tmp_path / "myapp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    stand_in = "async def call_the_model(text):\n    return text.upper()\n\n\n"
+    (package / "agents.py").write_text(stand_in + block_with("HANDLERS = {"))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO agents.executions (agent_name, input) "
+            "VALUES ('summarizer', '{\"text\": \"hello\"}')"
+        )
+        worker = subprocess.Popen(
+            [
+                *agentdb_command,
+                "worker",
+                "myapp.agents:HANDLERS",
+                "--database",
+                database_url,
+                "--poll-interval",
+                "0.2",
+            ],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for _ in range(300):
+                row = conn.execute("SELECT status, output, model FROM agents.executions").fetchone()
+                if row is not None and row[0] == "succeeded":
+                    break
+                time.sleep(0.05)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, log = worker.communicate(timeout=30)
+    assert worker.returncode == 0, log
+    assert row == ("succeeded", {"summary": "HELLO"}, "gpt-4o-mini"), log
+    assert "succeeded" in log and "worker" in log

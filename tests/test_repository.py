@@ -133,12 +133,12 @@ def is_binary(data: bytes) -> bool:
 
 def test_the_path_extractor_finds_each_kind_of_reference_and_only_those() -> None:
     sample = (
-        "Queried by app/worker.py (run ./scripts/migrate; see `tests/conftest.py`, app/**/*.py "
+        "Queried by app/scheduler.py (run ./scripts/migrate; see `tests/conftest.py`, app/**/*.py "
         "and database/migrations/*.sql, then app/messaging/.) with models.py; app.messaging is "
         "a module and https://example.com/app/page.py a URL, not paths."
     )
     assert referenced_paths(sample) == [
-        "app/worker.py",
+        "app/scheduler.py",
         "scripts/migrate",
         "tests/conftest.py",
         "app/**/*.py",
@@ -146,7 +146,7 @@ def test_the_path_extractor_finds_each_kind_of_reference_and_only_those() -> Non
         "app/messaging/",
         "models.py",
     ]
-    assert missing_references(sample) == ["app/worker.py"]
+    assert missing_references(sample) == ["app/scheduler.py"]
     assert missing_references("kept in app/nowhere/ and nowhere_at_all.py") == [
         "app/nowhere/",
         "nowhere_at_all.py",
