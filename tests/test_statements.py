@@ -39,6 +39,8 @@ MODULES: list[ModuleType] = [
     agent_queries,
     audit_queries,
 ]
+# Statements that add a column after their model's besides those of their column list.
+EXTRA_COLUMNS = {f"{agent_queries.__name__}.ENQUEUE_EXECUTIONS": ("ordinal",)}
 PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 
 
@@ -73,7 +75,8 @@ def statements() -> Iterator[tuple[str, str, type[BaseModel], tuple[str, ...]]]:
             found = [entry for entry in COLUMN_LISTS if entry[0] in value]
             if found:
                 _, model, extra = max(found, key=lambda entry: len(entry[0]))
-                yield f"{module.__name__}.{name}", value, model, extra
+                qualified = f"{module.__name__}.{name}"
+                yield qualified, value, model, EXTRA_COLUMNS.get(qualified, extra)
 
 
 STATEMENTS = list(statements())

@@ -150,9 +150,9 @@ result AS (
      AND live.status IN ('queued', 'running')
     WHERE NOT EXISTS (SELECT FROM inserted WHERE inserted.id = items.id)
 )
-SELECT result.ordinal, """
+SELECT """
     + EXECUTION_COLUMNS
-    + """
+    + """, result.ordinal
 FROM result
 CROSS JOIN notified
 ORDER BY result.ordinal
@@ -534,11 +534,11 @@ EXECUTION_CREATE_DICTS = TypeAdapter(list[ExecutionCreateDict])
 
 
 def _ordinal_execution_rows(cursor: Any) -> RowMaker[tuple[int, Execution]]:
-    """Rows of (ordinal, execution): ENQUEUE_EXECUTIONS's result."""
-    make = row_maker(Execution, column_names(cursor)[1:])
+    """Rows of (ordinal, execution): ENQUEUE_EXECUTIONS's result (the ordinal comes last)."""
+    make = row_maker(Execution, column_names(cursor)[:-1])
 
     def make_row(values: Sequence[Any]) -> tuple[int, Execution]:
-        return values[0], make(values[1:])
+        return values[-1], make(values[:-1])
 
     return make_row
 
