@@ -462,3 +462,33 @@ async def test_an_execution_nobody_notified_about_starts_on_the_next_poll(
             row = await cursor.fetchone()
         assert row is not None
         await wait_until(lambda: row[0] in started, timeout=5)
+
+
+async def test_a_worker_login_runs_every_owners_executions(
+    db: DatabaseManager, login_as: Any
+) -> None:
+    """As README says to run it: a login in agentdb_worker, which row-level security lets
+    see every owner's executions (an application login sees only its session's owner's)."""
+    from uuid import uuid4
+
+    from app.database import DatabaseConfig
+
+    async with db.connection() as conn:
+        executions = await agents.enqueue_executions(
+            conn, [{"agent_name": "a", "owner_id": uuid4()} for _ in range(3)]
+        )
+    ran: list[UUID] = []
+
+    async def noop(execution: Execution, context: ExecutionContext) -> None:
+        ran.append(execution.id)
+
+    config = DatabaseConfig(url=login_as("agentdb_worker"))
+    async with DatabaseManager(config) as worker_db, worker(worker_db, {"a": noop}):
+        await wait_until(lambda: len(ran) == 3)
+
+        async def all_done() -> bool:
+            done = [(await status_of(db, e.id)).status for e in executions]
+            return done == ["succeeded"] * 3
+
+        await wait_until(all_done)
+    assert sorted(ran) == sorted(e.id for e in executions)
