@@ -175,7 +175,9 @@ class _Worker:
         finally:
             for task in helpers:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            # Bounded: a listener cancelled inside psycopg's notifies() can take a while to
+            # close its connection on a loaded machine; the worker does not wait on it.
+            await asyncio.wait(helpers, timeout=5.0)
             await self._drain_acks()
             acknowledger.cancel()
             await asyncio.gather(acknowledger, return_exceptions=True)
