@@ -21,7 +21,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from app.agents.models import (
     EXECUTION_STATUSES,
@@ -41,7 +41,14 @@ from app.agents.models import (
 from app.database.errors import ConflictError, InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, column_names, model_rows, row_maker
-from app.database.validation import INT32_MAX, as_int, as_sequence, as_uuid, validated
+from app.database.validation import (
+    INT32_MAX,
+    as_int,
+    as_sequence,
+    as_uuid,
+    validated,
+    validated_batch,
+)
 
 # SQL --------------------------------------------------------------------------------------
 
@@ -232,10 +239,10 @@ WHERE id = %(execution_id)s"""
     + "RETURNING is_cancel_requested\n"
 )
 
-# One heartbeat for all of a worker's runs. The rows are locked in id order first, as in
-# COMPLETE_EXECUTIONS: two statements of one worker that lock some of the same rows take
-# them in the same order, so they cannot deadlock.
-HEARTBEAT_EXECUTIONS = """
+# The rows of a worker's (execution id, attempt) claims that it still holds, locked in id
+# order: two statements of one worker that lock some of the same rows (a heartbeat, a batch
+# of acknowledgements) take them in the same order, so they cannot deadlock.
+HELD_CLAIMS = """
 WITH held AS (
     SELECT execution.id
     FROM agents.executions AS execution
@@ -246,12 +253,18 @@ WITH held AS (
     ORDER BY execution.id
     FOR UPDATE OF execution
 )
-UPDATE agents.executions AS execution
+"""
+
+# One heartbeat for all of a worker's runs (HELD_CLAIMS).
+HEARTBEAT_EXECUTIONS = (
+    HELD_CLAIMS
+    + """UPDATE agents.executions AS execution
 SET heartbeat_at = clock_timestamp()
 FROM held
 WHERE execution.id = held.id
 RETURNING execution.id, execution.is_cancel_requested
 """
+)
 
 # Transitions are conditional updates: the status test and the write are one atomic step.
 # finished_at is never before started_at, even when this transaction began before the
@@ -366,21 +379,11 @@ WHERE id = %(execution_id)s"""
 
 # A worker shutting down gives back the runs it could not finish: queued again in their
 # place (run_after is kept: they were due), and the interrupted attempt not counted (a
-# shutdown is not the run's failure). A run
-# whose cancel was requested ends cancelled instead. Locked in id order like the batches
-# above.
-RELEASE_EXECUTIONS = """
-WITH held AS (
-    SELECT execution.id
-    FROM agents.executions AS execution
-    JOIN unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS claim(id, attempt)
-      ON execution.id = claim.id AND execution.attempt = claim.attempt
-    WHERE execution.status = 'running'
-      AND execution.worker_id = %(worker_id)s
-    ORDER BY execution.id
-    FOR UPDATE OF execution
-)
-UPDATE agents.executions AS execution
+# shutdown is not the run's failure). A run whose cancel was requested ends cancelled
+# instead (HELD_CLAIMS).
+RELEASE_EXECUTIONS = (
+    HELD_CLAIMS
+    + """UPDATE agents.executions AS execution
 SET status = CASE WHEN execution.is_cancel_requested THEN 'cancelled' ELSE 'queued' END,
     attempt = CASE
         WHEN execution.is_cancel_requested THEN execution.attempt
@@ -393,6 +396,7 @@ FROM held
 WHERE execution.id = held.id
 RETURNING execution.id
 """
+)
 
 # After a conditional update matched nothing: tells a missing row from one in another state
 # or held by another worker or attempt.
@@ -532,6 +536,27 @@ EXECUTION_ROW = model_rows(Execution)
 
 EXECUTION_CREATE_DICTS = TypeAdapter(list[ExecutionCreateDict])
 
+# What a key left out of an ExecutionCreateDict stands for (input's {} is only ever read).
+EXECUTION_DEFAULTS: dict[str, Any] = {
+    name: field.get_default(call_default_factory=True)
+    for name, field in ExecutionCreate.model_fields.items()
+    if not field.is_required()
+}
+
+# ENQUEUE_EXECUTIONS's array parameters, each of one ExecutionCreate field.
+ENQUEUE_ARRAYS = (
+    ("agent_names", "agent_name"),
+    ("inputs", "input"),
+    ("chat_ids", "chat_id"),
+    ("message_ids", "message_id"),
+    ("todo_ids", "todo_id"),
+    ("max_attempts", "max_attempts"),
+    ("priorities", "priority"),
+    ("run_afters", "run_after"),
+    ("dedupe_keys", "dedupe_key"),
+    ("owner_ids", "owner_id"),
+)
+
 
 def _ordinal_execution_rows(cursor: Any) -> RowMaker[tuple[int, Execution]]:
     """Rows of (ordinal, execution): ENQUEUE_EXECUTIONS's result (the ordinal comes last)."""
@@ -593,41 +618,26 @@ async def enqueue_executions(
     item whose dedupe_key is live returns the execution holding it, also when an earlier
     item of the same batch holds it. All or nothing.
     """
-    creates = _execution_creates(items)
-    if not creates:
+    rows = [
+        dict(row) if isinstance(row, ExecutionCreate) else {**EXECUTION_DEFAULTS, **row}
+        for row in validated_batch(items, EXECUTION_CREATE_DICTS, ExecutionCreate, "items")
+    ]
+    if not rows:
         return []
-    params: dict[str, list[Any]] = {
-        "agent_names": [],
-        "inputs": [],
-        "chat_ids": [],
-        "message_ids": [],
-        "todo_ids": [],
-        "max_attempts": [],
-        "priorities": [],
-        "run_afters": [],
-        "dedupe_keys": [],
-        "owner_ids": [],
-    }
-    for item in creates:
-        params["agent_names"].append(item.agent_name)
-        params["inputs"].append(Jsonb(item.input))
-        params["chat_ids"].append(item.chat_id)
-        params["message_ids"].append(item.message_id)
-        params["todo_ids"].append(item.todo_id)
-        params["max_attempts"].append(item.max_attempts)
-        params["priorities"].append(item.priority)
-        params["run_afters"].append(item.run_after)
-        params["dedupe_keys"].append(item.dedupe_key)
-        params["owner_ids"].append(item.owner_id)
+    params: dict[str, list[Any]] = {param: [] for param, _ in ENQUEUE_ARRAYS}
+    for row in rows:
+        for param, name in ENQUEUE_ARRAYS:
+            params[param].append(row[name])
+    params["inputs"] = [Jsonb(value) for value in params["inputs"]]
     async with conn.transaction():
         async with conn.cursor(row_factory=_ordinal_execution_rows) as cursor:
             await cursor.execute(ENQUEUE_EXECUTIONS, params)
             found = dict(await cursor.fetchall())
         executions = []
-        for ordinal, item in enumerate(creates, start=1):
+        for ordinal, row in enumerate(rows, start=1):
             execution = found.get(ordinal)
             if execution is None:  # its key's live execution committed after we began
-                execution = await _enqueue_one(conn, item)
+                execution = await _enqueue_one(conn, ExecutionCreate.model_construct(**row))
             executions.append(execution)
     return executions
 
@@ -1016,27 +1026,6 @@ async def _enqueue_one(conn: AsyncConnection[Any], data: ExecutionCreate) -> Exe
         "kept changing; retry",
         field="dedupe_key",
     )
-
-
-def _execution_creates(
-    items: Sequence[ExecutionCreate | Mapping[str, Any]],
-) -> list[ExecutionCreate]:
-    """Every item as an ExecutionCreate: instances as they are (validated when made), the
-    dicts validated in one call, the first problem raised naming the item's index and field."""
-    rows: list[Any] = as_sequence(items, "items")
-    unchecked = [index for index, row in enumerate(rows) if not isinstance(row, ExecutionCreate)]
-    if unchecked:
-        try:
-            checked = EXECUTION_CREATE_DICTS.validate_python([rows[index] for index in unchecked])
-        except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            position, *path = first["loc"]
-            field = f"items[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
-            message = first["msg"].removeprefix("Value error, ")
-            raise InvalidInputError(f"{field}: {message}", field=field) from None
-        for index, row in zip(unchecked, checked, strict=True):
-            rows[index] = ExecutionCreate.model_construct(**row)
-    return rows
 
 
 def _claim_arrays(claims: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:

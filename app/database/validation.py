@@ -19,6 +19,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
 )
 
@@ -318,3 +319,26 @@ def as_sequence(value: Any, field: str) -> list[Any]:
             field=field,
         )
     return list(value)
+
+
+def validated_batch(
+    items: Any, adapter: TypeAdapter[list[Any]], built: type[BaseModel], field: str
+) -> list[Any]:
+    """`items` as a list, each item either an instance of `built` (validated when it was
+    made, kept as it is) or a mapping validated by `adapter` (all of them in one call, which
+    costs about half of building a model per item); the first problem is raised as
+    InvalidInputError naming the item's index and field (`messages[3].content`)."""
+    rows: list[Any] = as_sequence(items, field)
+    unchecked = [index for index, row in enumerate(rows) if not isinstance(row, built)]
+    if unchecked:
+        try:
+            checked = adapter.validate_python([rows[index] for index in unchecked])
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            position, *path = first["loc"]
+            name = f"{field}[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
+            message = first["msg"].removeprefix("Value error, ")
+            raise InvalidInputError(f"{name}: {message}", field=name) from None
+        for index, row in zip(unchecked, checked, strict=True):
+            rows[index] = row
+    return rows

@@ -13,12 +13,12 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from app.database.errors import InvalidInputError, NotFoundError, database_errors
+from app.database.errors import NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, model_rows, returned
-from app.database.validation import as_sequence, as_uuid, validated
+from app.database.validation import as_uuid, validated, validated_batch
 from app.database.vectors import embedding_pairs
 from app.messaging.models import (
     UNSET,
@@ -601,20 +601,7 @@ def _message_params(data: MessageCreate) -> dict[str, Any]:
 
 
 def _message_rows(messages: Sequence[MessageCreate | Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Every message as a mapping of its fields: MessageCreate instances as they are (they were
-    validated when they were made), all the others validated in one call as MessageCreateDict,
-    the first problem raised naming the message's index and field."""
-    rows: list[Any] = as_sequence(messages, "messages")
-    unchecked = [index for index, row in enumerate(rows) if not isinstance(row, MessageCreate)]
-    if unchecked:
-        try:
-            checked = MESSAGE_DICTS.validate_python([rows[index] for index in unchecked])
-        except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            position, *path = first["loc"]
-            field = f"messages[{unchecked[int(position)]}]" + "".join(f".{part}" for part in path)
-            message = first["msg"].removeprefix("Value error, ")
-            raise InvalidInputError(f"{field}: {message}", field=field) from None
-        for index, row in zip(unchecked, checked, strict=True):
-            rows[index] = row
+    """Every message as a mapping of its fields (validated_batch: MessageCreate instances as
+    they are, the dicts validated in one call as MessageCreateDict)."""
+    rows = validated_batch(messages, MESSAGE_DICTS, MessageCreate, "messages")
     return [dict(row) if isinstance(row, MessageCreate) else row for row in rows]
