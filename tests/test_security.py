@@ -25,6 +25,7 @@ from app.database import (
     NotFoundError,
 )
 from app.database.errors import translate
+from app.database.vectors import plan_choice_params
 from app.messaging import EMBEDDING_DIMENSIONS
 from app.messaging import search as message_search
 from app.tasks import queries as todo_queries
@@ -417,7 +418,8 @@ def plan_cases(
                 "owner_id": owner,
                 "embedding": np.asarray(ONE_HOT, dtype=np.float32),
                 "chat_id": None,
-                "limit": 10,
+                "candidates": 10,
+                **plan_choice_params(),
             },
         ),
         (
@@ -431,6 +433,7 @@ def plan_cases(
                 "candidates": 40,
                 "k": 60,
                 "limit": 10,
+                **plan_choice_params(),
             },
         ),
         (

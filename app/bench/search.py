@@ -26,7 +26,7 @@ from app import messaging
 from app.bench.common import markdown_table, percentile, results_dir
 from app.database import DatabaseConfig, DatabaseManager, embedded
 from app.database.migrations import Migrator
-from app.database.vectors import register_vector_types
+from app.database.vectors import plan_choice_params, register_vector_types
 from app.messaging import EMBEDDING_DIMENSIONS, MessageCreate
 
 SELECT_INDEX_DEFINITION = (
@@ -153,7 +153,13 @@ SELECT pg_catalog.set_config('hnsw.ef_search', %s, false),
 
 async def raw_time(conn: psycopg.AsyncConnection[Any], owner_id: uuid.UUID, query: Any) -> float:
     """Milliseconds for the bare statement returning tuples: the driver's floor."""
-    params = {"owner_id": owner_id, "embedding": query, "chat_id": None, "limit": 10}
+    params = {
+        "owner_id": owner_id,
+        "embedding": query,
+        "chat_id": None,
+        "candidates": 10,
+        **plan_choice_params(),
+    }
     started = time.perf_counter()
     cursor = await conn.execute(messaging.SEARCH_MESSAGES, params, binary=True)
     await cursor.fetchall()
@@ -164,7 +170,13 @@ async def server_time(
     conn: psycopg.AsyncConnection[Any], owner_id: uuid.UUID, query: Any, ef: int
 ) -> float:
     """Planning + execution time (ms) the server reports for the statement search_messages runs."""
-    params = {"owner_id": owner_id, "embedding": query, "chat_id": None, "limit": 10}
+    params = {
+        "owner_id": owner_id,
+        "embedding": query,
+        "chat_id": None,
+        "candidates": 10,
+        **plan_choice_params(),
+    }
     async with conn.transaction():
         await conn.execute(messaging.SET_SEARCH_SETTINGS, [str(max(ef, 10))])
         cursor = await conn.execute(

@@ -7,7 +7,7 @@ and numpy arrays, and our loader turns a column back into `list[float]`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import numpy as np
@@ -125,16 +125,98 @@ async def register_vector_types(conn: AsyncConnection[Any]) -> bool:
     return True
 
 
-# Vector search settings ---------------------------------------------------------------------
+# Vector search: settings and plan choice ---------------------------------------------------
 #
-# Local to the transaction (is_local = true), so a pooled connection never carries them
-# into another request. strict_order: iterative index scans keep going past the first
-# ef_search candidates until `limit` rows pass the owner/chat filter, and stay in exact
-# distance order. force_custom_plan: "chat_id = %(chat_id)s OR %(chat_id)s IS NULL" is
-# planned with the actual value, so a chat search can use the chat index instead of HNSW.
+# A filtered HNSW search (the owner's rows, one chat's) walks the graph in distance order and
+# drops every row of someone else; pgvector's iterative scan keeps walking until `limit` rows
+# pass, but gives up after hnsw.max_scan_tuples rows (20,000 by default) and then returns
+# fewer, without a word. An owner holding a share s of the table needs about limit / s rows
+# walked: 10,000 for 0.1% and a limit of 10. So every search over an owner's rows chooses its
+# plan by the size of what it filters to, in the statement itself (one round trip):
+#
+# - **exact** when the filter keeps at most `threshold` rows: those rows, read through a
+#   b-tree on the filter's columns (partial: live, embedded rows), sorted by distance. Exact,
+#   and complete whatever the rest of the table holds.
+# - **HNSW** otherwise, with hnsw.max_scan_tuples raised to SEARCH_MAX_SCAN_TUPLES.
+#
+# threshold = max(exact_min_rows, sqrt(limit * N)), N the HNSW index's row count
+# (pg_class.reltuples, kept by VACUUM and ANALYZE). Why the square root: ranking n rows
+# exactly costs about n row reads; the HNSW scan reads about limit * N / n; the two meet at
+# n = sqrt(limit * N), and measured per row they cost about the same (exact ~7 us a row,
+# HNSW ~9 us a walked row, 1536-d, see `./scripts/bench search --owners`). Below the threshold
+# exact is the cheaper plan, above it the HNSW scan walks fewer than sqrt(limit * N) rows on
+# average, far inside SEARCH_MAX_SCAN_TUPLES for any table this layer will meet (1e8 rows,
+# limit 200: 141,000). The count that decides stops at threshold + 1 rows of an index-only
+# scan, so a large owner pays for threshold index entries, not for all of theirs.
+#
+# The pattern, for a table with an HNSW index `idx_t_embedding` over live rows and a b-tree
+# `idx_t_owner_id` on (owner_id, ...) WHERE embedding IS NOT NULL AND deleted_at IS NULL
+# (messaging.messages: app/messaging/search.py, whose shape to copy for another table;
+# `candidates` is how many rows the statement wants from its vector half):
+#
+#   WITH threshold AS (
+#       SELECT GREATEST(%(exact_min_rows)s, %(exact_scale)s
+#                       * pg_catalog.sqrt(%(candidates)s * GREATEST(reltuples, 0)))::bigint AS rows
+#       FROM pg_catalog.pg_class WHERE oid = 'schema.idx_t_embedding'::pg_catalog.regclass
+#   ), owned AS (
+#       SELECT count(*) <= (SELECT rows FROM threshold) AS is_small
+#       FROM (SELECT FROM schema.t WHERE <filter> LIMIT (SELECT rows FROM threshold) + 1) AS capped
+#   ), exact AS MATERIALIZED (      -- the fence: the planner cannot hand this to the HNSW index
+#       SELECT id, embedding <=> %(embedding)s AS distance FROM schema.t
+#       WHERE <filter> AND (SELECT is_small FROM owned)
+#   ), hnsw AS (
+#       SELECT id, embedding <=> %(embedding)s AS distance FROM schema.t
+#       WHERE <filter> AND NOT (SELECT is_small FROM owned)
+#       ORDER BY embedding <=> %(embedding)s LIMIT %(candidates)s
+#   ), nearest AS (
+#       (SELECT id, distance FROM exact ORDER BY distance LIMIT %(candidates)s)
+#       UNION ALL
+#       SELECT id, distance FROM hnsw
+#   )
+#   SELECT ... FROM nearest JOIN schema.t USING (id) ORDER BY nearest.distance, id
+#
+# where <filter> is the same everywhere (the count's may leave out checks on other tables)
+# and includes `embedding IS NOT NULL AND deleted_at IS NULL`, the predicate of both partial
+# indexes. The gates on is_small are one-time filters: the branch not chosen never runs.
+# Execute it with `run_vector_search(..., ef_search=...)`, with `plan_choice_params()` among
+# its parameters.
+
+EXACT_SEARCH_MIN_ROWS = 1000
+"""A filter keeping at most this many rows is always ranked exactly (about 7 ms for 1536-d
+rows), whatever the table's size; above it, exactly up to sqrt(limit * N) rows."""
+
+SEARCH_MAX_SCAN_TUPLES = 1_000_000
+"""hnsw.max_scan_tuples for searches (pgvector: 20,000), written into SET_SEARCH_SETTINGS: the
+HNSW plan is chosen only when the filter keeps more than sqrt(limit * N) rows, so it walks
+fewer than that on average; this bound is the margin for an owner whose rows lie far from
+the query."""
+
+
+_PLAN_CHOICES: dict[str, dict[str, int | float]] = {
+    "auto": {"exact_min_rows": EXACT_SEARCH_MIN_ROWS, "exact_scale": 1.0},
+    "exact": {"exact_min_rows": 1 << 62, "exact_scale": 0.0},  # every filter counts as small
+    "hnsw": {"exact_min_rows": 0, "exact_scale": 0.0},  # none does (unless it keeps no rows)
+}
+
+
+def plan_choice_params(plan: Literal["auto", "exact", "hnsw"] = "auto") -> dict[str, int | float]:
+    """The parameters a plan-choosing search statement takes besides its own (see the
+    pattern above): `exact_min_rows` and `exact_scale`, so that threshold = max(exact_min_rows,
+    exact_scale * sqrt(candidates * N)). Searches pass the default, "auto"; a test or a
+    benchmark passes "exact" or "hnsw" to run one plan whatever the filter's size."""
+    return dict(_PLAN_CHOICES[plan])
+
+
+# The settings are local to the transaction (is_local = true), so a pooled connection never
+# carries them into another request. strict_order: iterative index scans keep going past the
+# first ef_search candidates until `limit` rows pass the filter, and stay in exact distance
+# order, for up to SEARCH_MAX_SCAN_TUPLES rows. force_custom_plan: "chat_id = %(chat_id)s OR
+# %(chat_id)s IS NULL" is planned with the actual value, so a chat's rows are found through
+# both columns of the owner index.
 SET_SEARCH_SETTINGS = """
 SELECT pg_catalog.set_config('hnsw.ef_search', %s, true),
        pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
+       pg_catalog.set_config('hnsw.max_scan_tuples', '1000000', true),
        pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
 """
 
@@ -144,14 +226,18 @@ SELECT pg_catalog.set_config('hnsw.ef_search', %s, true),
 SAVE_AND_SET_SEARCH_SETTINGS = """
 SELECT pg_catalog.set_config('agentdb.saved_ef_search', saved.ef_search, true),
        pg_catalog.set_config('agentdb.saved_iterative_scan', saved.iterative_scan, true),
+       pg_catalog.set_config('agentdb.saved_max_scan_tuples', saved.max_scan_tuples, true),
        pg_catalog.set_config('agentdb.saved_plan_cache_mode', saved.plan_cache_mode, true),
        pg_catalog.set_config('hnsw.ef_search', %s, true),
        pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
+       pg_catalog.set_config('hnsw.max_scan_tuples', '1000000', true),
        pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
 FROM (
     SELECT COALESCE(pg_catalog.current_setting('hnsw.ef_search', true), '') AS ef_search,
            COALESCE(pg_catalog.current_setting('hnsw.iterative_scan', true), '')
                AS iterative_scan,
+           COALESCE(pg_catalog.current_setting('hnsw.max_scan_tuples', true), '')
+               AS max_scan_tuples,
            pg_catalog.current_setting('plan_cache_mode') AS plan_cache_mode
 ) AS saved
 """
@@ -161,6 +247,8 @@ SELECT pg_catalog.set_config('hnsw.ef_search',
            NULLIF(pg_catalog.current_setting('agentdb.saved_ef_search'), ''), true),
        pg_catalog.set_config('hnsw.iterative_scan',
            NULLIF(pg_catalog.current_setting('agentdb.saved_iterative_scan'), ''), true),
+       pg_catalog.set_config('hnsw.max_scan_tuples',
+           NULLIF(pg_catalog.current_setting('agentdb.saved_max_scan_tuples'), ''), true),
        pg_catalog.set_config('plan_cache_mode',
            pg_catalog.current_setting('agentdb.saved_plan_cache_mode'), true)
 """
@@ -187,12 +275,13 @@ async def run_vector_search(
     non-autocommit connection) the settings are put back by a third statement in the same
     pipeline.
     """
+    settings = [str(ef_search)]
     if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
         async with conn.pipeline():
-            await conn.execute(SET_SEARCH_SETTINGS, [str(ef_search)])
+            await conn.execute(SET_SEARCH_SETTINGS, settings)
             await cursor.execute(statement, params, binary=True)
     else:
         async with conn.pipeline():
-            await conn.execute(SAVE_AND_SET_SEARCH_SETTINGS, [str(ef_search)])
+            await conn.execute(SAVE_AND_SET_SEARCH_SETTINGS, settings)
             await cursor.execute(statement, params, binary=True)
             await conn.execute(RESTORE_SEARCH_SETTINGS)

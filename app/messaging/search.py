@@ -16,6 +16,7 @@ from app.database.vectors import (
     RESTORE_SEARCH_SETTINGS,
     SAVE_AND_SET_SEARCH_SETTINGS,
     SET_SEARCH_SETTINGS,
+    plan_choice_params,
     run_vector_search,
 )
 from app.messaging.models import MAX_EF_SEARCH, Message, MessageHit, SearchInput
@@ -38,50 +39,88 @@ __all__ = [  # the search settings live with the vectors; named here as before
 # A hit carries its message without the embedding (6 KB a row that the caller did not ask for).
 HIT_COLUMNS = MESSAGE_COLUMNS.replace("embedding", "NULL::public.vector AS embedding")
 
-# Nearest live messages of one owner on idx_messages_embedding (a partial index: the
-# deleted_at IS NULL predicate must stay for the planner to use it). A message of a deleted
-# chat is skipped whatever its own flag says: a primary-key probe per candidate, written as a
-# scalar subquery so that it stays a filter on the index scan (an EXISTS would be planned as
-# a join, which leads the planner away from the HNSW order); iterative scans go on until
-# `limit` rows pass.
-SEARCH_MESSAGES = (
-    "SELECT "
-    + HIT_COLUMNS
-    + """,
-       1 - (embedding <=> %(embedding)s) AS similarity
-FROM messaging.messages
-WHERE owner_id = %(owner_id)s
-  AND (chat_id = %(chat_id)s OR %(chat_id)s::uuid IS NULL)
-  AND deleted_at IS NULL
-  AND embedding IS NOT NULL
-  AND (SELECT chats.deleted_at IS NULL
-       FROM messaging.chats
-       WHERE chats.id = messages.chat_id)
-ORDER BY embedding <=> %(embedding)s
-LIMIT %(limit)s
-"""
-)
+# The owner's (or the chat's) live, embedded messages: the filter every vector search here
+# ranks. A message of a deleted chat is skipped whatever its own flag says: a primary-key
+# probe per row, written as a scalar subquery so that it stays a filter on the index scan (an
+# EXISTS would be planned as a join, which leads the planner away from the HNSW order).
+_FILTER = """owner_id = %(owner_id)s
+      AND (chat_id = %(chat_id)s OR %(chat_id)s::uuid IS NULL)
+      AND embedding IS NOT NULL
+      AND deleted_at IS NULL
+      AND (SELECT chats.deleted_at IS NULL
+           FROM messaging.chats
+           WHERE chats.id = messages.chat_id)"""
 
-# Reciprocal rank fusion in one statement: the `candidates` nearest by embedding
-# (idx_messages_embedding) and the `candidates` best by full text (idx_messages_content_tsv,
-# websearch syntax, ranked by ts_rank_cd), joined on id; score = Σ 1 / (k + rank).
-HYBRID_SEARCH_MESSAGES = (
-    """
-WITH semantic AS (
-    SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank
+# The `candidates` nearest messages, as (id, distance), by the plan that suits the filter's
+# size (app.database.vectors: "plan choice"): when the owner (or the chat) has at most
+# `threshold` such messages, all of them ranked exactly (`exact`, read through
+# idx_messages_owner_id_chat_id); otherwise the HNSW index idx_messages_embedding (`hnsw`, a
+# partial index: the deleted_at IS NULL predicate must stay for the planner to use it) with
+# an iterative scan that goes on until `candidates` rows pass. Only the chosen branch runs.
+_NEAREST = (
+    """threshold AS (
+    SELECT GREATEST(%(exact_min_rows)s, %(exact_scale)s
+                    * pg_catalog.sqrt(%(candidates)s * GREATEST(reltuples, 0)))::bigint AS rows
+    FROM pg_catalog.pg_class
+    WHERE oid = 'messaging.idx_messages_embedding'::pg_catalog.regclass
+), owned AS (
+    SELECT count(*) <= (SELECT rows FROM threshold) AS is_small
     FROM (
-        SELECT id, embedding <=> %(embedding)s AS distance
+        SELECT
         FROM messaging.messages
         WHERE owner_id = %(owner_id)s
           AND (chat_id = %(chat_id)s OR %(chat_id)s::uuid IS NULL)
-          AND deleted_at IS NULL
           AND embedding IS NOT NULL
-          AND (SELECT chats.deleted_at IS NULL
-               FROM messaging.chats
-               WHERE chats.id = messages.chat_id)
-        ORDER BY embedding <=> %(embedding)s
-        LIMIT %(candidates)s
-    ) AS nearest
+          AND deleted_at IS NULL
+        LIMIT (SELECT rows FROM threshold) + 1
+    ) AS capped
+), exact AS MATERIALIZED (
+    SELECT id, embedding <=> %(embedding)s AS distance
+    FROM messaging.messages
+    WHERE """
+    + _FILTER
+    + """
+      AND (SELECT is_small FROM owned)
+), hnsw AS (
+    SELECT id, embedding <=> %(embedding)s AS distance
+    FROM messaging.messages
+    WHERE """
+    + _FILTER
+    + """
+      AND NOT (SELECT is_small FROM owned)
+    ORDER BY embedding <=> %(embedding)s
+    LIMIT %(candidates)s
+), nearest AS (
+    (SELECT id, distance FROM exact ORDER BY distance LIMIT %(candidates)s)
+    UNION ALL
+    SELECT id, distance FROM hnsw
+)"""
+)
+
+# The nearest live messages of one owner (or chat), best first.
+SEARCH_MESSAGES = (
+    "WITH "
+    + _NEAREST
+    + """
+SELECT """
+    + HIT_COLUMNS
+    + """,
+       1 - nearest.distance AS similarity
+FROM nearest
+JOIN messaging.messages USING (id)
+ORDER BY nearest.distance, id
+"""
+)
+
+# Reciprocal rank fusion in one statement: the `candidates` nearest by embedding (as above)
+# and the `candidates` best by full text (idx_messages_content_tsv, websearch syntax, ranked
+# by ts_rank_cd), joined on id; score = Σ 1 / (k + rank).
+HYBRID_SEARCH_MESSAGES = (
+    "WITH "
+    + _NEAREST
+    + """, semantic AS (
+    SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank
+    FROM nearest
 ), keyword AS (
     SELECT id, row_number() OVER (ORDER BY relevance DESC, id) AS rank
     FROM (
@@ -141,7 +180,8 @@ async def search_messages(
         "owner_id": data.owner_id,
         "embedding": data.embedding,
         "chat_id": data.chat_id,
-        "limit": data.limit,
+        "candidates": data.limit,
+        **plan_choice_params(),
     }
     return await _search(conn, SEARCH_MESSAGES, params, ef_search=max(data.ef_search, data.limit))
 
@@ -177,6 +217,7 @@ async def hybrid_search_messages(
         "candidates": candidates,
         "k": RRF_K,
         "limit": data.limit,
+        **plan_choice_params(),
     }
     return await _search(
         conn, HYBRID_SEARCH_MESSAGES, params, ef_search=max(data.ef_search, candidates)
