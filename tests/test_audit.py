@@ -19,7 +19,7 @@ from psycopg import errors as pg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from app import agents, audit, messaging, tasks
+from app import agents, audit, knowledge, messaging, tasks
 from app.agents import tools
 from app.database import (
     AccessDeniedError,
@@ -119,8 +119,8 @@ async def acting_as(
 
 
 async def seed_owner(conn: Conn, owner_id: UUID) -> None:
-    """Two chats with messages (one embedded), todos, executions, MCP servers with a tool, and
-    tool calls of `owner_id`."""
+    """Two chats with messages (one embedded), todos, executions, MCP servers with a tool,
+    tool calls, memories, and documents with chunks of `owner_id`."""
     for number in range(2):
         chat = await messaging.create_chat(conn, owner_id=owner_id, title=f"{SECRET} {number}")
         message = await messaging.add_message(
@@ -142,6 +142,19 @@ async def seed_owner(conn: Conn, owner_id: UUID) -> None:
             conn, execution.id, tool_name="search", arguments={"q": SECRET}
         )
         await tools.finish_tool_call(conn, call.id, result=SECRET)
+        await knowledge.remember(
+            conn,
+            owner_id=owner_id,
+            content=SECRET,
+            embedding=ONE_HOT,
+            chat_id=chat.id,
+            source_message_id=message.id,
+            kind=("fact", "episode")[number],
+        )
+        document = await knowledge.add_document(conn, owner_id=owner_id, title=SECRET)
+        await knowledge.add_chunks(
+            conn, document.id, [{"chunk_index": 0, "content": SECRET, "embedding": ONE_HOT}]
+        )
 
 
 # The audit triggers -----------------------------------------------------------------------
@@ -649,6 +662,9 @@ async def test_purge_deleted_removes_only_rows_soft_deleted_before_the_cutoff_an
     # every table with a deleted_at, found in the catalog, is listed (0: nothing was due)
     assert purged == {
         "agents.mcp_servers": 0,
+        "knowledge.chunks": 0,
+        "knowledge.documents": 0,
+        "knowledge.memories": 0,
         "messaging.messages": 2,
         "tasks.todos": 1,
         "messaging.chats": 1,
@@ -672,6 +688,9 @@ async def test_purge_deleted_with_nothing_due_returns_zeros_and_records_no_event
     purged = await audit.purge_deleted(conn, older_than=timedelta(days=30))
     assert purged == {
         "agents.mcp_servers": 0,
+        "knowledge.chunks": 0,
+        "knowledge.documents": 0,
+        "knowledge.memories": 0,
         "messaging.chats": 0,
         "messaging.messages": 0,
         "tasks.todos": 0,
@@ -745,11 +764,14 @@ async def test_the_cli_erase_owner_refuses_without_yes_and_prints_the_counts_wit
         "agents.tool_calls": "2",
         "agents.executions": "4",
         "agents.mcp_servers": "2",
+        "knowledge.chunks": "2",
+        "knowledge.documents": "2",
+        "knowledge.memories": "2",
         "messaging.messages": "4",
         "tasks.todos": "2",
         "messaging.chats": "2",
     }
-    assert done.stdout.splitlines()[-1].startswith(f"erased owner {erased}: 16 rows")
+    assert done.stdout.splitlines()[-1].startswith(f"erased owner {erased}: 22 rows")
 
 
 async def test_the_cli_purge_deleted_prints_the_counts_and_refuses_an_unreadable_age(
@@ -766,6 +788,9 @@ async def test_the_cli_purge_deleted_prints_the_counts_and_refuses_an_unreadable
     *counts, summary = result.stdout.splitlines()
     assert dict(line.split() for line in counts) == {
         "agents.mcp_servers": "0",
+        "knowledge.chunks": "0",
+        "knowledge.documents": "0",
+        "knowledge.memories": "0",
         "messaging.messages": "0",
         "tasks.todos": "1",
         "messaging.chats": "0",

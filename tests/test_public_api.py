@@ -15,7 +15,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from app import agents, audit, messaging, tasks, telegram
+from app import agents, audit, knowledge, messaging, tasks, telegram
 from app.agents import tools
 from app.database import AgentDBError, DatabaseConfig, DatabaseManager, InvalidInputError
 from app.messaging import EMBEDDING_DIMENSIONS
@@ -95,6 +95,22 @@ PLAUSIBLE: dict[str, Callable[[], Any]] = {
     "tool_name": lambda: "search",
     "tools": lambda: [{"name": "search"}],
     "transport": lambda: "http",
+    "kind": lambda: "fact",
+    "importance": lambda: 0.5,
+    "source_message_id": lambda: None,
+    "expires_at": lambda: None,
+    "merge_threshold": lambda: 0.92,
+    "kinds": lambda: ["fact"],
+    "weights": lambda: knowledge.RecallWeights(),
+    "half_life": lambda: timedelta(days=14),
+    "touch": lambda: True,
+    "memory_id": uuid4,
+    "document_id": uuid4,
+    "chunks": lambda: [{"chunk_index": 0, "content": "hello"}],
+    "document_ids": lambda: None,
+    "source_uri": lambda: None,
+    "content_type": lambda: "text/plain",
+    "content_hash": lambda: None,
 }
 
 
@@ -132,7 +148,7 @@ GARBAGE: list[tuple[str, Callable[[], Any]]] = [
 
 FUNCTIONS = [
     (f"{module.__name__}.{name}", getattr(module, name))
-    for module in (messaging, tasks, agents, tools, telegram, audit)
+    for module in (messaging, tasks, agents, tools, telegram, audit, knowledge)
     for name in module.__all__
     if inspect.iscoroutinefunction(getattr(module, name))
 ]

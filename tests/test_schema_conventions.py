@@ -19,7 +19,7 @@ from typing import Any, LiteralString
 import psycopg
 import pytest
 
-APP_SCHEMAS = ["messaging", "tasks", "agents", "telegram"]
+APP_SCHEMAS = ["messaging", "tasks", "agents", "telegram", "knowledge"]
 
 # Queries run with psycopg parameters, so a literal percent sign would have to be written
 # twice; they use regular expressions (~) instead of LIKE to avoid it.

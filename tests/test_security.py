@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from app import agents, messaging, tasks, telegram
+from app import agents, knowledge, messaging, tasks, telegram
 from app.agents import tools
 from app.database import (
     AccessDeniedError,
@@ -40,6 +40,9 @@ OWNER_TABLES = [
     "agents.executions",
     "agents.mcp_servers",
     "agents.tool_calls",
+    "knowledge.memories",
+    "knowledge.documents",
+    "knowledge.chunks",
 ]
 COUNT_ROWS = {
     table: sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))
@@ -58,6 +61,9 @@ TOUCH_ALL = {
     "agents.executions": "UPDATE agents.executions SET priority = 9",
     "agents.mcp_servers": "UPDATE agents.mcp_servers SET endpoint = 'touched'",
     "agents.tool_calls": "UPDATE agents.tool_calls SET tool_name = 'touched'",
+    "knowledge.memories": "UPDATE knowledge.memories SET content = 'touched'",
+    "knowledge.documents": "UPDATE knowledge.documents SET title = 'touched'",
+    "knowledge.chunks": "UPDATE knowledge.chunks SET content = 'touched'",
 }
 COUNT_TOUCHED = {
     "messaging.chats": "SELECT count(*) FROM messaging.chats WHERE title = 'touched'",
@@ -66,6 +72,9 @@ COUNT_TOUCHED = {
     "agents.executions": "SELECT count(*) FROM agents.executions WHERE priority = 9",
     "agents.mcp_servers": "SELECT count(*) FROM agents.mcp_servers WHERE endpoint = 'touched'",
     "agents.tool_calls": "SELECT count(*) FROM agents.tool_calls WHERE tool_name = 'touched'",
+    "knowledge.memories": "SELECT count(*) FROM knowledge.memories WHERE content = 'touched'",
+    "knowledge.documents": "SELECT count(*) FROM knowledge.documents WHERE title = 'touched'",
+    "knowledge.chunks": "SELECT count(*) FROM knowledge.chunks WHERE content = 'touched'",
 }
 INSERT_CHAT_FOR = "INSERT INTO messaging.chats (owner_id) VALUES (%s)"
 MOVE_CHATS_TO = "UPDATE messaging.chats SET owner_id = %s"
@@ -80,8 +89,8 @@ async def scalar(conn: Conn, statement: Any, params: Any = None) -> Any:
 
 
 async def seed_owner(db: DatabaseManager, owner: UUID) -> None:
-    """A chat with two messages, a todo, an execution with a tool call, and an MCP server with
-    an embedded tool of `owner` (as the schema owner)."""
+    """A chat with two messages, a todo, an execution with a tool call, an MCP server with an
+    embedded tool, a memory, and a document with a chunk of `owner` (as the schema owner)."""
     async with db.session() as conn:
         chat = await messaging.create_chat(conn, owner_id=owner, title="mine")
         await messaging.add_message(conn, chat.id, role="user", content="a", embedding=ONE_HOT)
@@ -95,6 +104,9 @@ async def seed_owner(db: DatabaseManager, owner: UUID) -> None:
         await tools.sync_tools(conn, server.id, [{"name": "search"}])
         (tool,) = await tools.list_tools(conn, server.id)
         await tools.set_tool_embeddings(conn, {tool.id: ONE_HOT})
+        await knowledge.remember(conn, owner_id=owner, content="likes tea", embedding=ONE_HOT)
+        document = await knowledge.add_document(conn, owner_id=owner, title="notes")
+        await knowledge.add_chunks(conn, document.id, [{"chunk_index": 0, "content": "tea"}])
 
 
 @pytest.fixture

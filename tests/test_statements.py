@@ -13,9 +13,11 @@ import psycopg
 import pytest
 from pydantic import BaseModel
 
-from app import agents, audit, messaging, tasks, telegram
+from app import agents, audit, knowledge, messaging, tasks, telegram
 from app.agents import queries as agent_queries
 from app.audit import queries as audit_queries
+from app.knowledge import documents as document_queries
+from app.knowledge import memories as memory_queries
 from app.messaging import queries as message_queries
 from app.messaging import search as message_search
 from app.tasks import queries as todo_queries
@@ -30,6 +32,11 @@ COLUMN_LISTS: list[tuple[str, type[BaseModel], tuple[str, ...]]] = [
     (session_queries.SESSION_COLUMNS, telegram.TelegramSession, ()),
     (agent_queries.EXECUTION_COLUMNS, agents.Execution, ()),
     (audit_queries.AUDIT_EVENT_COLUMNS, audit.AuditEvent, ()),
+    (memory_queries.MEMORY_COLUMNS, knowledge.Memory, ()),
+    (memory_queries.RECALL_COLUMNS, knowledge.Memory, ("similarity",)),
+    (document_queries.DOCUMENT_COLUMNS, knowledge.Document, ()),
+    (document_queries.CHUNK_COLUMNS, knowledge.Chunk, ()),
+    (document_queries.CHUNK_HIT_COLUMNS, knowledge.Chunk, ("similarity",)),
 ]
 MODULES: list[ModuleType] = [
     message_queries,
@@ -38,6 +45,8 @@ MODULES: list[ModuleType] = [
     session_queries,
     agent_queries,
     audit_queries,
+    memory_queries,
+    document_queries,
 ]
 # Statements that add a column after their model's besides those of their column list.
 EXTRA_COLUMNS = {f"{agent_queries.__name__}.ENQUEUE_EXECUTIONS": ("ordinal",)}

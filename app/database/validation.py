@@ -4,7 +4,7 @@ nothing and fails with an `InvalidInputError` that names the field."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -319,6 +319,23 @@ def as_sequence(value: Any, field: str) -> list[Any]:
             field=field,
         )
     return list(value)
+
+
+def check_update_fields(updates: Any, allowed: Sequence[str], function: str) -> None:
+    """InvalidInputError unless `updates` (the argument of a partial update such as
+    update_todo) is a mapping whose keys are all in `allowed`: naming `updates`, or the first
+    key that is not a field `function` can set."""
+    if not isinstance(updates, Mapping):
+        raise InvalidInputError(
+            f"updates: must be a mapping of field names to values, not {type(updates).__name__}",
+            field="updates",
+        )
+    for name in updates:
+        if name not in allowed:
+            raise InvalidInputError(
+                f"{name}: not a field {function} can set (allowed: {', '.join(allowed)})",
+                field=str(name),
+            )
 
 
 def validated_batch(

@@ -14,7 +14,7 @@ from uuid import UUID
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from app.database.errors import ConflictError, InvalidInputError, NotFoundError, database_errors
+from app.database.errors import ConflictError, NotFoundError, database_errors
 from app.database.pagination import (
     Page,
     aware_datetime,
@@ -24,7 +24,7 @@ from app.database.pagination import (
     page_of,
 )
 from app.database.rows import column_list, model_rows, returned
-from app.database.validation import as_uuid, validated
+from app.database.validation import as_uuid, check_update_fields, validated
 from app.tasks.models import (
     TODO_STATUSES,
     UPDATABLE_FIELDS,
@@ -307,17 +307,7 @@ async def update_todo(
     The fields are UPDATABLE_FIELDS; metadata is replaced whole. Status 'done' stamps
     completed_at (kept if it was already done); any other status clears it.
     """
-    if not isinstance(updates, Mapping):
-        raise InvalidInputError(
-            f"updates: must be a mapping of field names to values, not {type(updates).__name__}",
-            field="updates",
-        )
-    for name in updates:
-        if name not in UPDATABLE_FIELDS:
-            raise InvalidInputError(
-                f"{name}: not a field update_todo can set (allowed: {', '.join(UPDATABLE_FIELDS)})",
-                field=str(name),
-            )
+    check_update_fields(updates, UPDATABLE_FIELDS, "update_todo")
     data = validated(TodoUpdate, **updates)
     todo_id = as_uuid(todo_id, "todo_id")
     if not updates:
