@@ -102,3 +102,23 @@ def test_the_readme_handlers_run_under_the_worker_command(
     assert worker.returncode == 0, log
     assert row == ("succeeded", {"summary": "HELLO"}, "gpt-4o-mini"), log
     assert "succeeded" in log and "worker" in log
+
+
+def test_the_readme_memory_example_reinforces_recalls_and_finds_the_chunk(
+    database_url: str,
+) -> None:
+    example = block_with("knowledge.remember(")
+    env = {**os.environ, "DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=README.parent,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "reinforced 1"
+    assert lines[1] == "['the user prefers window seats.', 'The user is vegetarian']"
+    assert lines[2] == "The lease ends in March."
