@@ -145,6 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick", action="store_true", help="a small size that runs in about a minute"
     )
+    bench.add_argument(
+        "--owners",
+        action="store_true",
+        help="search: completeness for small owners of a large table, not the ef_search curve",
+    )
 
     seed = command("seed", "fill the database with a realistic demo data set", _seed)
     for name, default, help in (
@@ -523,7 +528,10 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     from app.bench import search
 
-    print(search.run(count=5_000, queries=100) if args.quick else search.run())
+    if args.owners:
+        print(search.run_owners(count=20_000, queries=20) if args.quick else search.run_owners())
+    else:
+        print(search.run(count=5_000, queries=100) if args.quick else search.run())
     return 0
 
 

@@ -10,16 +10,23 @@ from psycopg import AsyncConnection
 from psycopg.rows import RowMaker
 
 from app.database.errors import database_errors
-from app.database.rows import column_names, row_maker
-from app.database.validation import validated
+from app.database.rows import StatementColumnsError, column_names, row_maker
+from app.database.validation import as_int, as_uuid, validated
 from app.database.vectors import (
     RESTORE_SEARCH_SETTINGS,
     SAVE_AND_SET_SEARCH_SETTINGS,
     SET_SEARCH_SETTINGS,
+    as_embedding,
     plan_choice_params,
     run_vector_search,
 )
-from app.messaging.models import MAX_EF_SEARCH, Message, MessageHit, SearchInput
+from app.messaging.models import (
+    MAX_EF_SEARCH,
+    MAX_SEARCH_LIMIT,
+    Message,
+    MessageHit,
+    SearchInput,
+)
 from app.messaging.queries import MESSAGE_COLUMNS
 
 DEFAULT_EF_SEARCH = 100
@@ -27,6 +34,8 @@ DEFAULT_EF_SEARCH = 100
 
 RRF_K = 60
 """Reciprocal rank fusion constant (Cormack et al. 2009): damps the weight of the top ranks."""
+
+_AUTO_PLAN = plan_choice_params()  # the plan chosen by the filter's size (app.database.vectors)
 
 __all__ = [  # the search settings live with the vectors; named here as before
     "RESTORE_SEARCH_SETTINGS",
@@ -167,23 +176,21 @@ async def search_messages(
     chat_id: UUID | None = None,
     ef_search: int = DEFAULT_EF_SEARCH,
 ) -> list[MessageHit]:
-    """The owner's live messages nearest to `embedding` (cosine), best first."""
-    data = validated(
-        SearchInput,
-        owner_id=owner_id,
-        embedding=embedding,
-        chat_id=chat_id,
-        limit=limit,
-        ef_search=ef_search,
-    )
+    """The owner's live messages nearest to `embedding` (cosine), best first: `limit` of
+    them, or all there are when fewer (of one chat with `chat_id`), however small a share of
+    the table they are."""
+    # Checked field by field, without a model around them (SearchInput's rules): a search
+    # runs for every user turn, and a model costs more than the checks.
+    count = as_int(limit, "limit", minimum=1, maximum=MAX_SEARCH_LIMIT)
     params = {
-        "owner_id": data.owner_id,
-        "embedding": data.embedding,
-        "chat_id": data.chat_id,
-        "candidates": data.limit,
-        **plan_choice_params(),
+        "owner_id": as_uuid(owner_id, "owner_id"),
+        "embedding": as_embedding(embedding, "embedding"),
+        "chat_id": None if chat_id is None else as_uuid(chat_id, "chat_id"),
+        "candidates": count,
+        **_AUTO_PLAN,
     }
-    return await _search(conn, SEARCH_MESSAGES, params, ef_search=max(data.ef_search, data.limit))
+    ef = as_int(ef_search, "ef_search", minimum=1, maximum=MAX_EF_SEARCH)
+    return await _search(conn, SEARCH_MESSAGES, params, ef_search=max(ef, count))
 
 
 @database_errors
@@ -217,7 +224,7 @@ async def hybrid_search_messages(
         "candidates": candidates,
         "k": RRF_K,
         "limit": data.limit,
-        **plan_choice_params(),
+        **_AUTO_PLAN,
     }
     return await _search(
         conn, HYBRID_SEARCH_MESSAGES, params, ef_search=max(data.ef_search, candidates)
@@ -233,17 +240,34 @@ async def _search(
 
 
 _MESSAGE_FIELDS = len(Message.model_fields)
+_HIT_EXTRAS = ("similarity", "score")  # the columns after the message's, in this order
+_make_hit = row_maker(MessageHit, ("message", *_HIT_EXTRAS))
+_hit_makers: dict[tuple[str, ...], RowMaker[MessageHit]] = {}
 
 
 def _hit_rows(cursor: Any) -> RowMaker[MessageHit]:
-    """Row factory for search statements: Message columns, then similarity (and score)."""
+    """Row factory for search statements: Message columns, then similarity (and score). The
+    maker for a statement's columns is built once and kept."""
     names = column_names(cursor)
+    maker = _hit_makers.get(names)
+    if maker is None:
+        maker = _hit_makers[names] = _hit_maker(names)
+    return maker
+
+
+def _hit_maker(names: tuple[str, ...]) -> RowMaker[MessageHit]:
     make_message = row_maker(Message, names[:_MESSAGE_FIELDS])
-    extra = names[_MESSAGE_FIELDS:]
-    construct = MessageHit.model_construct
+    extras = names[_MESSAGE_FIELDS:]
+    if extras != _HIT_EXTRAS[: len(extras)]:
+        raise StatementColumnsError(
+            f"a search statement's columns after the message's are {list(extras)}, "
+            f"not a prefix of {list(_HIT_EXTRAS)}"
+        )
+    missing = (None,) * (len(_HIT_EXTRAS) - len(extras))  # search_messages has no score
 
     def make_row(values: Sequence[Any]) -> MessageHit:
-        message = make_message(values[:_MESSAGE_FIELDS])
-        return construct(message=message, **dict(zip(extra, values[_MESSAGE_FIELDS:], strict=True)))
+        return _make_hit(
+            (make_message(values[:_MESSAGE_FIELDS]), *values[_MESSAGE_FIELDS:], *missing)
+        )
 
     return make_row
