@@ -208,3 +208,11 @@ def login_as(server_url: str, database_url: str) -> Iterator[Any]:
                 [name],
             )
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def app_db(login_as: Any) -> AsyncIterator[DatabaseManager]:
+    """A DatabaseManager logged in as a member of agentdb_app (row-level security applies)."""
+    config = DatabaseConfig(url=login_as("agentdb_app"), max_pool_size=2)
+    async with DatabaseManager(config) as manager:
+        yield manager

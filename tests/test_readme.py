@@ -21,11 +21,11 @@ def block_with(text: str) -> str:
     return block
 
 
-def test_the_readme_example_runs_as_written_against_a_real_database(database_url: str) -> None:
-    example = block_with("DatabaseManager(DatabaseConfig.from_env())")
+def run_block(block: str, database_url: str) -> list[str]:
+    """The lines a README block prints, run as written by this Python against the database."""
     env = {**os.environ, "DATABASE_URL": database_url}
     result = subprocess.run(
-        [sys.executable, "-c", example],
+        [sys.executable, "-c", block],
         capture_output=True,
         text=True,
         env=env,
@@ -33,7 +33,11 @@ def test_the_readme_example_runs_as_written_against_a_real_database(database_url
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_the_readme_example_runs_as_written_against_a_real_database(database_url: str) -> None:
+    lines = run_block(block_with("DatabaseManager(DatabaseConfig.from_env())"), database_url)
     assert lines[0] == "[('user', 'buy milk'), ('assistant', 'Added milk.')]"
     assert lines[1] == "done True"
     assert lines[2].startswith("not found:")
@@ -107,18 +111,7 @@ def test_the_readme_handlers_run_under_the_worker_command(
 def test_the_readme_memory_example_reinforces_recalls_and_finds_the_chunk(
     database_url: str,
 ) -> None:
-    example = block_with("knowledge.remember(")
-    env = {**os.environ, "DATABASE_URL": database_url}
-    result = subprocess.run(
-        [sys.executable, "-c", example],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=README.parent,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_block(block_with("knowledge.remember("), database_url)
     assert lines[0] == "reinforced 1"
     assert lines[1] == "['the user prefers window seats.', 'The user is vegetarian']"
     assert lines[2] == "The lease ends in March."

@@ -5,7 +5,7 @@ filter, the application login cannot change the schema, the read-only login cann
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -115,14 +115,6 @@ async def owners(db: DatabaseManager) -> tuple[UUID, UUID]:
     await seed_owner(db, a)
     await seed_owner(db, b)
     return a, b
-
-
-@pytest.fixture
-async def app_db(login_as: Login) -> AsyncIterator[DatabaseManager]:
-    """A DatabaseManager logged in as a member of agentdb_app."""
-    config = DatabaseConfig(url=login_as("agentdb_app"), max_pool_size=2)
-    async with DatabaseManager(config) as manager:
-        yield manager
 
 
 async def test_with_no_owner_set_the_app_role_sees_no_rows_at_all(

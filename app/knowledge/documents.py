@@ -262,6 +262,8 @@ ORDER BY nearest.distance, id
 # Reciprocal rank fusion in one statement, as hybrid_search_messages: the `candidates`
 # nearest by embedding and the `candidates` best by full text (idx_chunks_content_tsv,
 # websearch syntax, ranked by ts_rank_cd), joined on id; score = sum of 1 / (k + rank).
+# Only the best `limit` are joined back to their rows (`best`): a join of every candidate
+# is planned as a hash join over the owner's whole table.
 HYBRID_SEARCH_CHUNKS = (
     "WITH "
     + NEAREST_CHUNKS
@@ -288,15 +290,19 @@ HYBRID_SEARCH_CHUNKS = (
                + COALESCE(1.0 / (%(k)s + keyword.rank), 0) AS score
     FROM semantic
     FULL JOIN keyword ON keyword.id = semantic.id
+), best AS (
+    SELECT id, similarity, score
+    FROM fused
+    ORDER BY score DESC, id
+    LIMIT %(limit)s
 )
 SELECT """
     + CHUNK_HIT_COLUMNS
     + """,
        similarity, score::float8 AS score
-FROM fused
+FROM best
 JOIN knowledge.chunks USING (id)
 ORDER BY score DESC, id
-LIMIT %(limit)s
 """
 )
 
