@@ -61,7 +61,7 @@ class Settings:
 
 
 QUICK = Settings(
-    memory_counts=(20_000,), queries=50, remembers=50, ingest_batches=4, batch_size=250
+    memory_counts=(20_000,), queries=50, remembers=50, ingest_batches=10, batch_size=250
 )
 FULL = Settings(
     memory_counts=(20_000, 100_000), queries=200, remembers=300, ingest_batches=10, batch_size=500
