@@ -15,6 +15,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from app import messaging
+from app.bench.search import PLAIN_HNSW_SEARCH  # the owner's rows in HNSW order, no choice
 from app.database import DatabaseConfig, DatabaseManager, InvalidInputError
 from app.database.vectors import (
     SEARCH_MAX_SCAN_TUPLES,
@@ -175,16 +176,6 @@ async def test_search_messages_ranks_best_first_with_similarity_one_minus_cosine
     assert hits[0].message.embedding is None  # search results leave the vector behind
 
 
-# The statement search_messages runs without the plan choice: the owner's rows in HNSW order.
-PLAIN_HNSW_SEARCH = """
-SELECT id
-FROM messaging.messages
-WHERE owner_id = %(owner_id)s AND embedding IS NOT NULL AND deleted_at IS NULL
-ORDER BY embedding <=> %(embedding)s
-LIMIT %(limit)s
-"""
-
-
 async def test_an_owner_with_a_thousandth_of_the_rows_gets_limit_rows_where_hnsw_gives_up(
     corpus: Corpus, search_conn: Conn
 ) -> None:
@@ -221,7 +212,9 @@ async def search_by(
         **plan_choice_params(plan),  # type: ignore[arg-type]
     }
     cursor = conn.cursor()
-    await run_vector_search(conn, cursor, messaging.SEARCH_MESSAGES, params, ef_search=100)
+    await run_vector_search(
+        conn, cursor, messaging.SEARCH_MESSAGES, params, ef_search=messaging.DEFAULT_EF_SEARCH
+    )
     return [row[0] for row in await cursor.fetchall()]
 
 
@@ -271,7 +264,7 @@ async def executed_scans(
     }
     explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF, BUFFERS OFF) "
     async with conn.transaction():
-        await conn.execute(SET_SEARCH_SETTINGS, ["100"])
+        await conn.execute(SET_SEARCH_SETTINGS, [str(messaging.DEFAULT_EF_SEARCH)])
         cursor = await conn.execute(
             sql.SQL(explain) + sql.SQL(messaging.SEARCH_MESSAGES), params, binary=True
         )

@@ -43,7 +43,7 @@ from app.database.vectors import (
     plan_choice_params,
     register_vector_types,
 )
-from app.messaging import EMBEDDING_DIMENSIONS, MessageCreate
+from app.messaging import DEFAULT_EF_SEARCH, EMBEDDING_DIMENSIONS, MessageCreate
 
 SELECT_INDEX_DEFINITION = (
     "SELECT pg_catalog.pg_get_indexdef('messaging.idx_messages_embedding'::regclass)"
@@ -339,6 +339,7 @@ SMALL_SHARES = (0.0001, 0.001, 0.01)
 """The owners whose completeness is measured, by their share of the table."""
 
 LARGE_OWNERS = 10
+OWNER_EF_VALUES = (40, 100, 200, 400)
 """The rest of the table is split evenly among this many owners (~10% each)."""
 
 COPY_MESSAGES = """
@@ -375,6 +376,7 @@ WHERE oid = 'messaging.idx_messages_embedding'::pg_catalog.regclass
 @dataclass(frozen=True)
 class OwnerResult:
     share: float
+    ef_search: int
     rows: int
     plan: str
     plain_rows: float
@@ -419,6 +421,7 @@ async def measure_owner(
     queries: np.ndarray[Any, Any],
     share: float,
     ids: dict[str, uuid.UUID],
+    ef_search: int = DEFAULT_EF_SEARCH,
 ) -> OwnerResult:
     """Rows returned and recall@10 of the owner's own rows, before and with the plan choice."""
     own = data[rows]
@@ -441,7 +444,9 @@ async def measure_owner(
             plain_counts.append(len(found))
             plain_recalls.append(len(found & expected) / len(expected))
             started = time.perf_counter()
-            hits = await messaging.search_messages(conn, owner_id=owner_id, embedding=query)
+            hits = await messaging.search_messages(
+                conn, owner_id=owner_id, embedding=query, ef_search=ef_search
+            )
             times.append((time.perf_counter() - started) * 1000)
             found = {hit.message.id for hit in hits}
             counts.append(len(found))
@@ -449,6 +454,7 @@ async def measure_owner(
     await plain.close()
     return OwnerResult(
         share,
+        ef_search,
         len(rows),
         "exact" if len(rows) <= threshold else "hnsw",
         sum(plain_counts) / len(plain_counts),
@@ -483,17 +489,23 @@ def run_owners(count: int = 100_000, queries: int = 50) -> str:
         with psycopg.connect(url) as conn:
             rows = conn.execute("SELECT content, id FROM messaging.messages").fetchall()
         ids: dict[str, uuid.UUID] = dict(rows)
-        shares = [*SMALL_SHARES, large[0] / count]
-        measured = [*owners[: len(small)], owners[len(small)]]
+        runs = [
+            (owner_id, indices, share, DEFAULT_EF_SEARCH)
+            for (owner_id, indices), share in zip(owners, SMALL_SHARES, strict=False)
+        ]
+        # A large owner's search walks the HNSW index, filtered: its recall over ef_search.
+        owner_id, indices = owners[len(small)]
+        runs += [(owner_id, indices, large[0] / count, ef) for ef in OWNER_EF_VALUES]
         results = [
-            asyncio.run(measure_owner(url, owner_id, indices, data, query_vectors, share, ids))
-            for (owner_id, indices), share in zip(measured, shares, strict=True)
+            asyncio.run(measure_owner(url, owner_id, indices, data, query_vectors, share, ids, ef))
+            for owner_id, indices, share, ef in runs
         ]
     table = markdown_table(
         [
             "owner's share",
             "owner's rows",
             "plan chosen",
+            "ef_search",
             "plain HNSW rows",
             "plain HNSW recall@10",
             "plain HNSW p50 ms",
@@ -506,6 +518,7 @@ def run_owners(count: int = 100_000, queries: int = 50) -> str:
                 f"{r.share:.2%}",
                 f"{r.rows:,}",
                 r.plan,
+                r.ef_search,
                 f"{r.plain_rows:.1f}",
                 f"{r.plain_recall:.3f}",
                 f"{r.plain_p50_ms:.2f}",
