@@ -53,6 +53,7 @@ from app.agents import (
     ExecutionResult,
     cancel_execution,
     claim_executions,
+    complete_and_claim_executions,
     complete_executions,
     fail_execution,
     heartbeat_execution,
@@ -202,6 +203,8 @@ class _Worker:
                 continue
             if self.queue_may_hold_more and len(self.runs) < self.concurrency:
                 continue  # the batch was full: there may be more right away
+            if self.completions:
+                self.acks_pending.set()  # no claim to carry them: the acknowledger writes them
             timeout = max(0.0, next_sweep - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken(), timeout)
@@ -233,10 +236,32 @@ class _Worker:
             )
 
     async def _claim(self, limit: int) -> None:
-        async with self.db.connection() as conn:
-            claimed = await claim_executions(
-                conn, worker_id=self.worker_id, agent_names=self.agent_names, limit=limit
-            )
+        """Claim up to `limit`; the acknowledgements waiting to be written go with the claim,
+        in the same statement (one round trip for both)."""
+        acks = self.completions[:MAX_ACK_BATCH]
+        del self.completions[:MAX_ACK_BATCH]
+        self.ack_batches_in_flight += bool(acks)
+        try:
+            async with self.db.connection() as conn:
+                if acks:
+                    done, claimed = await complete_and_claim_executions(
+                        conn,
+                        acks,
+                        worker_id=self.worker_id,
+                        agent_names=self.agent_names,
+                        limit=limit,
+                    )
+                else:
+                    claimed = await claim_executions(
+                        conn, worker_id=self.worker_id, agent_names=self.agent_names, limit=limit
+                    )
+        except AgentDBError:
+            self.completions[:0] = acks  # written by the next claim or the acknowledger
+            raise
+        finally:
+            self.ack_batches_in_flight -= bool(acks)
+        if acks:
+            self._log_acks(acks, done)
         self.queue_may_hold_more = len(claimed) == limit
         for execution in claimed:
             logger.info(
@@ -357,7 +382,8 @@ class _Worker:
             if context._lost:
                 return
             self.completions.append((execution.id, execution.attempt, result))
-            self.acks_pending.set()
+            if not self.queue_may_hold_more or self.stop.is_set():
+                self.acks_pending.set()  # else the next claim, about to go, carries it
         finally:
             self.runs.pop(execution.id, None)
             self._wake_for_a_free_slot()
@@ -448,17 +474,20 @@ class _Worker:
                 continue
             finally:
                 self.ack_batches_in_flight -= 1
-            for execution_id, attempt, _ in batch:
-                if execution_id in done:
-                    logger.info("execution %s succeeded (attempt %d)", execution_id, attempt)
-                else:
-                    logger.warning(
-                        "execution %s finished after it was no longer held (attempt %d): "
-                        "its result was not written",
-                        execution_id,
-                        attempt,
-                    )
+            self._log_acks(batch, done)
         self.acks_pending.clear()
+
+    def _log_acks(self, batch: list[tuple[UUID, int, ExecutionResult]], done: set[UUID]) -> None:
+        for execution_id, attempt, _ in batch:
+            if execution_id in done:
+                logger.info("execution %s succeeded (attempt %d)", execution_id, attempt)
+            else:
+                logger.warning(
+                    "execution %s finished after it was no longer held (attempt %d): "
+                    "its result was not written",
+                    execution_id,
+                    attempt,
+                )
 
     async def _drain_acks(self) -> None:
         deadline = time.monotonic() + max(self.shutdown_grace, 5.0)

@@ -510,6 +510,53 @@ async def test_complete_executions_refuses_a_result_that_is_not_an_execution_res
     assert await agents.get_execution(conn, execution.id) == execution
 
 
+async def test_complete_and_claim_executions_acknowledges_and_claims_in_one_statement(
+    conn: Conn,
+) -> None:
+    held = [await claimed(conn) for _ in range(2)]
+    first, second = await taken_over(conn)
+    waiting = [await agents.enqueue_execution(conn, agent_name="a") for _ in range(3)]
+    results = [
+        (held[0].id, held[0].attempt, ExecutionResult({"n": 0})),
+        (held[1].id, held[1].attempt, ExecutionResult()),
+        (first.id, first.attempt, ExecutionResult({"stale": True})),
+    ]
+    done, claims = await agents.complete_and_claim_executions(
+        conn, results, worker_id="w1", agent_names=["a"], limit=2
+    )
+    assert done == {held[0].id, held[1].id}
+    assert [claim.id for claim in claims] == [waiting[0].id, waiting[1].id]
+    assert all(claim.status == "running" and claim.worker_id == "w1" for claim in claims)
+    zero = await agents.get_execution(conn, held[0].id)
+    assert zero is not None and zero.status == "succeeded" and zero.output == {"n": 0}
+    assert await agents.get_execution(conn, first.id) == second
+    # Nothing left to claim but the last one; then acks alone still come back.
+    done, claims = await agents.complete_and_claim_executions(
+        conn, [(claims[0].id, claims[0].attempt, ExecutionResult())], worker_id="w1", limit=5
+    )
+    assert done == {waiting[0].id} and [claim.id for claim in claims] == [waiting[2].id]
+    done, claims = await agents.complete_and_claim_executions(
+        conn, [(claims[0].id, claims[0].attempt, ExecutionResult())], worker_id="w1", limit=5
+    )
+    assert done == {waiting[2].id} and claims == []
+    assert await agents.complete_and_claim_executions(conn, [], worker_id="w1") == (set(), [])
+
+
+async def test_complete_and_claim_executions_writes_nothing_on_bad_input(conn: Conn) -> None:
+    execution = await claimed(conn)
+    waiting = await agents.enqueue_execution(conn, agent_name="a")
+    with pytest.raises(InvalidInputError, match=r"^results\[0\]\[1\]"):
+        await agents.complete_and_claim_executions(
+            conn, [(execution.id, 0, ExecutionResult())], worker_id="w1"
+        )
+    with pytest.raises(InvalidInputError, match=r"^limit"):
+        await agents.complete_and_claim_executions(
+            conn, [(execution.id, 1, ExecutionResult())], worker_id="w1", limit=0
+        )
+    assert await agents.get_execution(conn, execution.id) == execution
+    assert await agents.get_execution(conn, waiting.id) == waiting
+
+
 def test_execution_result_validates_what_a_handler_returns() -> None:
     assert ExecutionResult({"a": 1}).output == {"a": 1}
     assert ExecutionResult(output={"a": 1}, model="m").model == "m"

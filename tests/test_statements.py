@@ -49,7 +49,10 @@ MODULES: list[ModuleType] = [
     document_queries,
 ]
 # Statements that add a column after their model's besides those of their column list.
-EXTRA_COLUMNS = {f"{agent_queries.__name__}.ENQUEUE_EXECUTIONS": ("ordinal",)}
+EXTRA_COLUMNS = {
+    f"{agent_queries.__name__}.ENQUEUE_EXECUTIONS": ("ordinal",),
+    f"{agent_queries.__name__}.COMPLETE_AND_CLAIM_EXECUTIONS": ("acked_ids",),
+}
 PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 
 

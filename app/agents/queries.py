@@ -187,9 +187,8 @@ WHERE agent_name = %s
 # instead of waited for, so concurrent workers each take different rows and none blocks.
 # The agent_names filter is a plain predicate on the rows the index returns. The claimed
 # rows come back in claim order.
-CLAIM_EXECUTIONS = (
-    """
-WITH next AS (
+CLAIM_CTES = """
+next AS (
     SELECT id
     FROM agents.executions
     WHERE status = 'queued'
@@ -211,7 +210,11 @@ claimed AS (
     WHERE execution.id = next.id
     RETURNING execution.*
 )
-SELECT """
+"""
+CLAIM_EXECUTIONS = (
+    "WITH"
+    + CLAIM_CTES
+    + "SELECT "
     + EXECUTION_COLUMNS
     + """
 FROM claimed
@@ -286,8 +289,9 @@ WHERE id = %(execution_id)s"""
 )
 
 # COMPLETE_EXECUTION for many runs of one worker (a worker's batched acknowledgements), each
-# fenced by its attempt. Returns the ids it completed; the others were no longer held.
-COMPLETE_EXECUTIONS = """
+# fenced by its attempt, as CTEs ending in `acked`: the ids it completed; the others were no
+# longer held.
+ACK_CTES = """
 WITH done AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(outputs)s::jsonb[],
@@ -303,20 +307,40 @@ held AS (
       AND execution.worker_id = %(worker_id)s
     ORDER BY execution.id
     FOR UPDATE OF execution
+),
+acked AS (
+    UPDATE agents.executions AS execution
+    SET status = 'succeeded',
+        output = done.output,
+        model = done.model,
+        prompt_tokens = done.prompt_tokens,
+        completion_tokens = done.completion_tokens,
+        cost_usd = done.cost_usd,
+        finished_at = GREATEST(now(), execution.started_at)
+    FROM held
+    JOIN done ON done.id = held.id
+    WHERE execution.id = held.id
+    RETURNING execution.id
 )
-UPDATE agents.executions AS execution
-SET status = 'succeeded',
-    output = done.output,
-    model = done.model,
-    prompt_tokens = done.prompt_tokens,
-    completion_tokens = done.completion_tokens,
-    cost_usd = done.cost_usd,
-    finished_at = GREATEST(now(), execution.started_at)
-FROM held
-JOIN done ON done.id = held.id
-WHERE execution.id = held.id
-RETURNING execution.id
 """
+COMPLETE_EXECUTIONS = ACK_CTES + "SELECT id FROM acked\n"
+
+# A worker's acknowledgements and its next claim in one statement, one round trip: the
+# acked rows are running and the claimed ones queued, so the two updates never touch the
+# same row. Every row carries the acked ids (an array, the last column); with nothing to
+# claim, the one row has only them and NULL for every execution column.
+COMPLETE_AND_CLAIM_EXECUTIONS = (
+    ACK_CTES
+    + ","
+    + CLAIM_CTES
+    + "SELECT "
+    + EXECUTION_COLUMNS
+    + """, acks.ids AS acked_ids
+FROM (SELECT array_agg(id) AS ids FROM acked) AS acks
+LEFT JOIN claimed ON true
+ORDER BY priority DESC, run_after, created_at
+"""
+)
 
 # Requeued while attempts remain, after retry_in or else an exponential backoff with jitter:
 # 2^attempt seconds (the exponent capped so power() cannot overflow, the delay at an hour),
@@ -775,42 +799,34 @@ async def complete_executions(
     """Mark many of `worker_id`'s runs succeeded in one statement, each given as (execution
     id, attempt, ExecutionResult); return the ids it completed. A run missing from the
     result was no longer this worker's (requeued, claimed again): it was left as it is."""
-    fence = validated(FenceInput, worker_id=worker_id)
-    params: dict[str, Any] = {
-        "ids": [],
-        "attempts": [],
-        "outputs": [],
-        "models": [],
-        "prompt_tokens": [],
-        "completion_tokens": [],
-        "costs": [],
-        "worker_id": fence.worker_id,
-    }
-    for index, row in enumerate(as_sequence(results, "results")):
-        field = f"results[{index}]"
-        try:
-            execution_id, attempt, result = row
-        except (TypeError, ValueError):
-            raise InvalidInputError(
-                f"{field}: must be an (execution id, attempt, ExecutionResult) triple",
-                field=field,
-            ) from None
-        if not isinstance(result, ExecutionResult):
-            raise InvalidInputError(
-                f"{field}: must hold an ExecutionResult, not {type(result).__name__}",
-                field=field,
-            )
-        params["ids"].append(as_uuid(execution_id, f"{field}[0]"))
-        params["attempts"].append(as_int(attempt, f"{field}[1]", minimum=1, maximum=INT32_MAX))
-        params["outputs"].append(None if result.output is None else Jsonb(result.output))
-        params["models"].append(result.model)
-        params["prompt_tokens"].append(result.prompt_tokens)
-        params["completion_tokens"].append(result.completion_tokens)
-        params["costs"].append(result.cost_usd)
+    params = _ack_params(results, worker_id)
     if not params["ids"]:
         return set()
     cursor = await conn.execute(COMPLETE_EXECUTIONS, params)
     return {row[0] for row in await cursor.fetchall()}
+
+
+@database_errors
+async def complete_and_claim_executions(
+    conn: AsyncConnection[Any],
+    results: Sequence[tuple[UUID, int, ExecutionResult]],
+    *,
+    worker_id: str,
+    agent_names: Sequence[str] | None = None,
+    limit: int = 10,
+) -> tuple[set[UUID], list[Execution]]:
+    """`complete_executions(results)` and `claim_executions(limit=limit)` in one statement:
+    a worker's acknowledgements ride on its next claim, one round trip for both. Returns
+    the ids completed (the others were no longer held) and the executions claimed."""
+    claim = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=limit)
+    params = _ack_params(results, worker_id)
+    params["agent_names"] = claim.agent_names
+    params["limit"] = claim.limit
+    async with conn.cursor(row_factory=_acked_and_claimed_rows) as cursor:
+        await cursor.execute(COMPLETE_AND_CLAIM_EXECUTIONS, params)
+        rows = await cursor.fetchall()
+    acked = set(rows[0][0] or ())  # the statement always returns a row
+    return acked, [execution for _, execution in rows if execution is not None]
 
 
 @database_errors
@@ -1026,6 +1042,56 @@ async def _enqueue_one(conn: AsyncConnection[Any], data: ExecutionCreate) -> Exe
         "kept changing; retry",
         field="dedupe_key",
     )
+
+
+def _ack_params(
+    results: Sequence[tuple[UUID, int, ExecutionResult]], worker_id: str
+) -> dict[str, Any]:
+    """The parameters of ACK_CTES: `results`' (execution id, attempt, ExecutionResult)
+    triples as arrays, each triple checked."""
+    fence = validated(FenceInput, worker_id=worker_id)
+    params: dict[str, Any] = {
+        "ids": [],
+        "attempts": [],
+        "outputs": [],
+        "models": [],
+        "prompt_tokens": [],
+        "completion_tokens": [],
+        "costs": [],
+        "worker_id": fence.worker_id,
+    }
+    for index, row in enumerate(as_sequence(results, "results")):
+        field = f"results[{index}]"
+        try:
+            execution_id, attempt, result = row
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"{field}: must be an (execution id, attempt, ExecutionResult) triple",
+                field=field,
+            ) from None
+        if not isinstance(result, ExecutionResult):
+            raise InvalidInputError(
+                f"{field}: must hold an ExecutionResult, not {type(result).__name__}",
+                field=field,
+            )
+        params["ids"].append(as_uuid(execution_id, f"{field}[0]"))
+        params["attempts"].append(as_int(attempt, f"{field}[1]", minimum=1, maximum=INT32_MAX))
+        params["outputs"].append(None if result.output is None else Jsonb(result.output))
+        params["models"].append(result.model)
+        params["prompt_tokens"].append(result.prompt_tokens)
+        params["completion_tokens"].append(result.completion_tokens)
+        params["costs"].append(result.cost_usd)
+    return params
+
+
+def _acked_and_claimed_rows(cursor: Any) -> RowMaker[tuple[list[UUID] | None, Execution | None]]:
+    """Rows of COMPLETE_AND_CLAIM_EXECUTIONS: (acked ids, claimed execution or None)."""
+    make = row_maker(Execution, column_names(cursor)[:-1])
+
+    def make_row(values: Sequence[Any]) -> tuple[list[UUID] | None, Execution | None]:
+        return values[-1], None if values[0] is None else make(values[:-1])
+
+    return make_row
 
 
 def _claim_arrays(claims: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:
