@@ -7,7 +7,7 @@ The worker that drives all of this is tested in test_worker.py."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -283,6 +283,37 @@ async def test_enqueue_executions_returns_one_execution_per_item_in_order(conn: 
     assert all(execution.status == "queued" for execution in executions)
     assert len({execution.id for execution in executions}) == 50
     assert await agents.enqueue_executions(conn, []) == []
+
+
+async def test_enqueue_executions_returns_what_the_table_holds_for_every_kind_of_item(
+    db: DatabaseManager,
+) -> None:
+    """A batch without dedupe keys builds its executions from the items and the table's
+    defaults (INSERT_EXECUTIONS returns only what the server decides): they must equal the
+    rows as read back, whichever fields the items set, in one session or outside any."""
+    owner, session_owner = uuid4(), uuid4()
+    later = datetime(2030, 5, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    async with db.session() as conn:
+        chat = await messaging.create_chat(conn, owner_id=owner)
+        message = await messaging.add_message(conn, chat.id, role="user", content="hi")
+        todo = await tasks.create_todo(conn, owner_id=owner, title="t")
+    items: list[Any] = [
+        {"agent_name": "a"},
+        {"agent_name": "a", "chat_id": chat.id, "input": {"nested": {"list": [1, 2.5, None]}}},
+        {"agent_name": "b", "message_id": message.id, "priority": -2, "max_attempts": 1},
+        {"agent_name": "b", "todo_id": todo.id, "run_after": later},
+        ExecutionCreate(agent_name="c", owner_id=uuid4(), input={"z": 1, "a": "ü"}),
+    ]
+    for owner_setting in (None, session_owner):
+        async with db.session(owner_id=owner_setting) as conn:
+            executions = await agents.enqueue_executions(conn, items)
+            read_back = [await agents.get_execution(conn, e.id) for e in executions]
+        assert executions == read_back
+        assert executions[0].owner_id == owner_setting
+        assert executions[3].run_after == later and executions[1].owner_id == owner
+    async with db.connection() as conn:  # autocommit: the one statement is all or nothing
+        executions = await agents.enqueue_executions(conn, items)
+        assert executions == [await agents.get_execution(conn, e.id) for e in executions]
 
 
 async def test_enqueue_executions_dedupes_within_the_batch_and_against_live_rows(

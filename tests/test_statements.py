@@ -53,7 +53,7 @@ EXTRA_COLUMNS = {
     f"{agent_queries.__name__}.ENQUEUE_EXECUTIONS": ("ordinal",),
     f"{agent_queries.__name__}.COMPLETE_AND_CLAIM_EXECUTIONS": ("acked_ids",),
 }
-PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+PLACEHOLDER = re.compile(r"%\((\w+)\)[sbt]|%[sbt]|%%")
 
 
 def numbered(statement: str) -> str:

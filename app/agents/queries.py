@@ -106,10 +106,10 @@ ENQUEUE_EXECUTIONS = (
     """
 WITH items AS (
     SELECT gen_random_uuid() AS id, item.*
-    FROM unnest(%(agent_names)s::varchar[], %(inputs)s::jsonb[], %(chat_ids)s::uuid[],
-                %(message_ids)s::uuid[], %(todo_ids)s::uuid[], %(max_attempts)s::integer[],
-                %(priorities)s::integer[], %(run_afters)s::timestamptz[],
-                %(dedupe_keys)s::varchar[], %(owner_ids)s::uuid[])
+    FROM unnest(%(agent_names)b::varchar[], %(inputs)b::jsonb[], %(chat_ids)b::uuid[],
+                %(message_ids)b::uuid[], %(todo_ids)b::uuid[], %(max_attempts)b::integer[],
+                %(priorities)b::integer[], %(run_afters)b::timestamptz[],
+                %(dedupe_keys)b::varchar[], %(owner_ids)b::uuid[])
         WITH ORDINALITY
         AS item(agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
                 run_after, dedupe_key, owner_id, ordinal)
@@ -165,6 +165,52 @@ CROSS JOIN notified
 ORDER BY result.ordinal
 """
 )
+
+# ENQUEUE_EXECUTIONS for a batch without dedupe keys, which nothing can make conflict: a
+# plain INSERT, and a result of only what the server decides for each item (its id, owner,
+# run_after and the transaction's now(), its created_at and updated_at), in item order; the
+# caller knows the rest. The owner is resolved in `items`, which the INSERT and the result
+# both read (so it is materialized once, each id drawn once). A data-modifying CTE runs to
+# completion whether or not the result reads it; `notified` must be read to run.
+INSERT_EXECUTIONS = """
+WITH items AS (
+    SELECT gen_random_uuid() AS id,
+           item.agent_name, item.input, item.chat_id, item.message_id, item.todo_id,
+           item.max_attempts, item.priority, COALESCE(item.run_after, now()) AS run_after,
+           COALESCE(
+               item.owner_id,
+               (SELECT owner_id FROM messaging.chats WHERE id = item.chat_id),
+               (SELECT owner_id FROM tasks.todos WHERE id = item.todo_id),
+               (SELECT owner_id FROM messaging.messages WHERE id = item.message_id),
+               NULLIF(pg_catalog.current_setting('agentdb.owner_id', true), '')::uuid
+           ) AS owner_id,
+           item.ordinal
+    FROM unnest(%(agent_names)b::varchar[], %(inputs)b::jsonb[], %(chat_ids)b::uuid[],
+                %(message_ids)b::uuid[], %(todo_ids)b::uuid[], %(max_attempts)b::integer[],
+                %(priorities)b::integer[], %(run_afters)b::timestamptz[],
+                %(owner_ids)b::uuid[])
+        WITH ORDINALITY
+        AS item(agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
+                run_after, owner_id, ordinal)
+),
+inserted AS (
+    INSERT INTO agents.executions
+        (id, agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
+         run_after, owner_id)
+    SELECT id, agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
+           run_after, owner_id
+    FROM items
+    ORDER BY ordinal
+),
+notified AS (
+    SELECT count(pg_notify('agentdb_executions', agent_name)) AS notifications
+    FROM (SELECT DISTINCT agent_name FROM items) AS agent_names
+)
+SELECT items.id, items.owner_id, items.run_after, now()
+FROM items
+CROSS JOIN notified
+ORDER BY items.ordinal
+"""
 
 # The live execution that made INSERT_EXECUTION insert nothing (found through
 # uq_executions_agent_name_dedupe_key). A separate statement, so it sees the row a
@@ -567,6 +613,33 @@ EXECUTION_DEFAULTS: dict[str, Any] = {
     if not field.is_required()
 }
 
+# What an execution holds when it is inserted, besides its item's fields and what
+# INSERT_EXECUTIONS returns: the table's defaults (a test compares such executions with the
+# rows read back).
+QUEUED_EXECUTION: dict[str, Any] = {
+    "status": "queued",
+    "output": None,
+    "error": None,
+    "model": None,
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "cost_usd": None,
+    "attempt": 0,
+    "worker_id": None,
+    "heartbeat_at": None,
+    "is_cancel_requested": False,
+    "started_at": None,
+    "finished_at": None,
+}
+INSERTED_FIELDS = tuple(Execution.model_fields)
+if set(QUEUED_EXECUTION) | set(ExecutionCreate.model_fields) | {
+    "id",
+    "created_at",
+    "updated_at",
+} != set(INSERTED_FIELDS):
+    raise TypeError("QUEUED_EXECUTION and ExecutionCreate do not make up an Execution")
+INSERTED_EXECUTION = row_maker(Execution, INSERTED_FIELDS)
+
 # ENQUEUE_EXECUTIONS's array parameters, each of one ExecutionCreate field.
 ENQUEUE_ARRAYS = (
     ("agent_names", "agent_name"),
@@ -580,6 +653,9 @@ ENQUEUE_ARRAYS = (
     ("dedupe_keys", "dedupe_key"),
     ("owner_ids", "owner_id"),
 )
+
+# The arrays of fields that may be None: sent as one NULL when no item sets the field.
+NULLABLE_ARRAYS = ("chat_ids", "message_ids", "todo_ids", "run_afters", "dedupe_keys", "owner_ids")
 
 
 def _ordinal_execution_rows(cursor: Any) -> RowMaker[tuple[int, Execution]]:
@@ -648,11 +724,17 @@ async def enqueue_executions(
     ]
     if not rows:
         return []
-    params: dict[str, list[Any]] = {param: [] for param, _ in ENQUEUE_ARRAYS}
+    arrays: dict[str, list[Any]] = {param: [] for param, _ in ENQUEUE_ARRAYS}
     for row in rows:
         for param, name in ENQUEUE_ARRAYS:
-            params[param].append(row[name])
-    params["inputs"] = [Jsonb(value) for value in params["inputs"]]
+            arrays[param].append(row[name])
+    arrays["inputs"] = [Jsonb(value) for value in arrays["inputs"]]
+    params: dict[str, list[Any] | None] = dict(arrays)
+    for param in NULLABLE_ARRAYS:
+        if all(value is None for value in arrays[param]):
+            params[param] = None  # unnest pads a NULL array with NULLs: none to send
+    if params["dedupe_keys"] is None:
+        return await _insert_executions(conn, rows, params)
     async with conn.transaction():
         async with conn.cursor(row_factory=_ordinal_execution_rows) as cursor:
             await cursor.execute(ENQUEUE_EXECUTIONS, params)
@@ -1042,6 +1124,29 @@ async def _enqueue_one(conn: AsyncConnection[Any], data: ExecutionCreate) -> Exe
         "kept changing; retry",
         field="dedupe_key",
     )
+
+
+async def _insert_executions(
+    conn: AsyncConnection[Any], rows: list[dict[str, Any]], params: Mapping[str, Any]
+) -> list[Execution]:
+    """enqueue_executions of `rows` (validated, none with a dedupe_key) by INSERT_EXECUTIONS:
+    one statement, so all or nothing without a transaction of its own."""
+    cursor = await conn.execute(INSERT_EXECUTIONS, params)
+    executions = []
+    for row, (execution_id, owner_id, run_after, now) in zip(
+        rows, await cursor.fetchall(), strict=True
+    ):
+        values = {
+            **QUEUED_EXECUTION,
+            **row,
+            "id": execution_id,
+            "owner_id": owner_id,
+            "run_after": run_after,
+            "created_at": now,
+            "updated_at": now,
+        }
+        executions.append(INSERTED_EXECUTION([values[name] for name in INSERTED_FIELDS]))
+    return executions
 
 
 def _ack_params(
