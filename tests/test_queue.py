@@ -503,6 +503,55 @@ async def test_the_claim_uses_the_claim_index_with_100_000_finished_executions(
     assert len(await agents.claim_executions(conn, worker_id="w1", limit=50)) == 20
 
 
+async def test_system_runs_leave_no_entries_in_the_indexes_of_links_yet_those_serve_lookups(
+    conn: Conn,
+) -> None:
+    """Migration 0032: the chat, message, todo and owner indexes hold only rows that have
+    one, and each still serves its lookups (the lists, the foreign keys' SET NULL, the
+    owner's runs), which test the column for equality."""
+    chat = await messaging.create_chat(conn, owner_id=uuid4())
+    todo = await tasks.create_todo(conn, owner_id=uuid4(), title="t")
+    await agents.enqueue_executions(conn, [{"agent_name": "a"}] * 500)
+    await agents.enqueue_executions(
+        conn, [{"agent_name": "a", "chat_id": chat.id}, {"agent_name": "a", "todo_id": todo.id}]
+    )
+    await conn.execute("ANALYZE agents.executions")
+    cursor = await conn.execute(
+        """
+        SELECT c.relname, c.reltuples
+        FROM pg_catalog.pg_index AS i
+        JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+        WHERE i.indrelid = 'agents.executions'::regclass
+          AND c.relname = ANY(%s)
+        ORDER BY c.relname
+        """,
+        [
+            [
+                "idx_executions_chat_id_created_at",
+                "idx_executions_message_id",
+                "idx_executions_owner_id_created_at",
+                "idx_executions_todo_id",
+            ]
+        ],
+    )
+    assert await cursor.fetchall() == [
+        ("idx_executions_chat_id_created_at", 1),
+        ("idx_executions_message_id", 0),
+        ("idx_executions_owner_id_created_at", 2),
+        ("idx_executions_todo_id", 1),
+    ]
+    await conn.execute("SET LOCAL enable_seqscan = off")
+    for lookup, index in [
+        ("SELECT id FROM agents.executions WHERE chat_id = %s", "idx_executions_chat_id"),
+        ("UPDATE agents.executions SET todo_id = NULL WHERE todo_id = %s", "idx_executions_todo"),
+        ("UPDATE agents.executions SET message_id = NULL WHERE message_id = %s", "message_id"),
+        ("DELETE FROM agents.executions WHERE owner_id = %s", "idx_executions_owner_id"),
+    ]:
+        cursor = await conn.execute("EXPLAIN (FORMAT JSON) " + lookup, [uuid4()])
+        row = await cursor.fetchone()
+        assert row is not None and index in str(row[0]) and "Seq Scan" not in str(row[0])
+
+
 # complete_executions and release_executions ------------------------------------------------
 
 
