@@ -95,7 +95,8 @@ CROSS JOIN LATERAL pg_notify('agentdb_executions', inserted.agent_name)
 )
 
 # INSERT_EXECUTION for a batch, in one statement: the items arrive as one array per column
-# and are numbered (ordinal). Each gets its id here, so that the inserted rows can be matched
+# (the inputs as one JSON array; ROWS FROM pads a NULL array, of a field no item sets, with
+# NULLs) and are numbered (ordinal). Each gets its id here, so that the inserted rows can be matched
 # back to their items. The result has a row per item, in item order: the inserted execution,
 # or for a live dedupe_key the execution holding it, whether it was inserted by an earlier
 # item of this batch or existed before (the table as this statement's snapshot shows it).
@@ -106,11 +107,18 @@ ENQUEUE_EXECUTIONS = (
     """
 WITH items AS (
     SELECT gen_random_uuid() AS id, item.*
-    FROM unnest(%(agent_names)b::varchar[], %(inputs)b::jsonb[], %(chat_ids)b::uuid[],
-                %(message_ids)b::uuid[], %(todo_ids)b::uuid[], %(max_attempts)b::integer[],
-                %(priorities)b::integer[], %(run_afters)b::timestamptz[],
-                %(dedupe_keys)b::varchar[], %(owner_ids)b::uuid[])
-        WITH ORDINALITY
+    FROM ROWS FROM (
+        unnest(%(agent_names)b::varchar[]),
+        jsonb_array_elements(%(inputs)b::jsonb),
+        unnest(%(chat_ids)b::uuid[]),
+        unnest(%(message_ids)b::uuid[]),
+        unnest(%(todo_ids)b::uuid[]),
+        unnest(%(max_attempts)b::integer[]),
+        unnest(%(priorities)b::integer[]),
+        unnest(%(run_afters)b::timestamptz[]),
+        unnest(%(dedupe_keys)b::varchar[]),
+        unnest(%(owner_ids)b::uuid[])
+    ) WITH ORDINALITY
         AS item(agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
                 run_after, dedupe_key, owner_id, ordinal)
 ),
@@ -185,11 +193,17 @@ WITH items AS (
                NULLIF(pg_catalog.current_setting('agentdb.owner_id', true), '')::uuid
            ) AS owner_id,
            item.ordinal
-    FROM unnest(%(agent_names)b::varchar[], %(inputs)b::jsonb[], %(chat_ids)b::uuid[],
-                %(message_ids)b::uuid[], %(todo_ids)b::uuid[], %(max_attempts)b::integer[],
-                %(priorities)b::integer[], %(run_afters)b::timestamptz[],
-                %(owner_ids)b::uuid[])
-        WITH ORDINALITY
+    FROM ROWS FROM (
+        unnest(%(agent_names)b::varchar[]),
+        jsonb_array_elements(%(inputs)b::jsonb),
+        unnest(%(chat_ids)b::uuid[]),
+        unnest(%(message_ids)b::uuid[]),
+        unnest(%(todo_ids)b::uuid[]),
+        unnest(%(max_attempts)b::integer[]),
+        unnest(%(priorities)b::integer[]),
+        unnest(%(run_afters)b::timestamptz[]),
+        unnest(%(owner_ids)b::uuid[])
+    ) WITH ORDINALITY
         AS item(agent_name, input, chat_id, message_id, todo_id, max_attempts, priority,
                 run_after, owner_id, ordinal)
 ),
@@ -728,8 +742,8 @@ async def enqueue_executions(
     for row in rows:
         for param, name in ENQUEUE_ARRAYS:
             arrays[param].append(row[name])
-    arrays["inputs"] = [Jsonb(value) for value in arrays["inputs"]]
-    params: dict[str, list[Any] | None] = dict(arrays)
+    params: dict[str, Any] = dict(arrays)
+    params["inputs"] = Jsonb(arrays["inputs"])  # one JSON array: one dumps, not one per item
     for param in NULLABLE_ARRAYS:
         if all(value is None for value in arrays[param]):
             params[param] = None  # unnest pads a NULL array with NULLs: none to send
