@@ -506,7 +506,7 @@ async def test_the_claim_uses_the_claim_index_with_100_000_finished_executions(
 async def test_system_runs_leave_no_entries_in_the_indexes_of_links_yet_those_serve_lookups(
     conn: Conn,
 ) -> None:
-    """Migration 0032: the chat, message, todo and owner indexes hold only rows that have
+    """Migration 0033: the chat, message, todo and owner indexes hold only rows that have
     one, and each still serves its lookups (the lists, the foreign keys' SET NULL, the
     owner's runs), which test the column for equality."""
     chat = await messaging.create_chat(conn, owner_id=uuid4())

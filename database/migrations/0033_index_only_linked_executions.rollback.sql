@@ -1,6 +1,6 @@
 -- transactional: false
 --
--- Rollback of 0032_index_only_linked_executions.sql: the four indexes whole again, as 0007
+-- Rollback of 0033_index_only_linked_executions.sql: the four indexes whole again, as 0007
 -- and 0012 made them, by the same steps (build under a temporary name CONCURRENTLY, drop
 -- the partial one, rename), so writers are never blocked.
 

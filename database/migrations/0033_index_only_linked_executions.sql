@@ -1,6 +1,6 @@
 -- transactional: false
 --
--- 0032_index_only_linked_executions.sql
+-- 0033_index_only_linked_executions.sql
 --
 -- Makes the four indexes of agents.executions on columns that are often NULL partial,
 -- WHERE the column IS NOT NULL: idx_executions_chat_id_created_at, idx_executions_message_id,
