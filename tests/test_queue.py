@@ -400,7 +400,7 @@ async def test_enqueue_executions_notifies_once_per_agent_name_at_commit(
 async def test_concurrent_batches_with_the_same_keys_leave_one_live_execution_per_key(
     db: DatabaseManager,
 ) -> None:
-    keys = [f"k{n}" for n in range(30)]
+    keys = [f"k{n}" for n in range(3000)]  # enough that the two INSERTs overlap
 
     async def produce(order: list[str]) -> list[agents.Execution]:
         async with db.session() as conn:
@@ -415,7 +415,7 @@ async def test_concurrent_batches_with_the_same_keys_leave_one_live_execution_pe
     assert {execution.dedupe_key: execution.id for execution in second} == by_key
     async with db.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM agents.executions")
-        assert await cursor.fetchone() == (30,)
+        assert await cursor.fetchone() == (3000,)
 
 
 # claim_executions -------------------------------------------------------------------------

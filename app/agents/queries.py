@@ -136,7 +136,9 @@ inserted AS (
                NULLIF(pg_catalog.current_setting('agentdb.owner_id', true), '')::uuid
            )
     FROM items
-    ORDER BY ordinal
+    -- In key order, not item order: two batches holding the same keys in different orders
+    -- would otherwise each wait on the other's uncommitted index entries (a deadlock).
+    ORDER BY agent_name, dedupe_key, ordinal
     ON CONFLICT (agent_name, dedupe_key)
         WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running')
         DO NOTHING
