@@ -141,7 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     bench = command(
         "bench", "benchmarks on a throwaway server (bench-results/)", _bench, database=False
     )
-    bench.add_argument("which", choices=["search", "layer", "aiogram", "queue", "knowledge"])
+    bench.add_argument(
+        "which", choices=["search", "layer", "aiogram", "queue", "knowledge", "throughput"]
+    )
     bench.add_argument(
         "--quick", action="store_true", help="a small size that runs in about a minute"
     )
@@ -520,6 +522,11 @@ def _bench(args: argparse.Namespace) -> int:
         from app.bench import knowledge
 
         print(knowledge.run(knowledge.QUICK if args.quick else knowledge.FULL))
+        return 0
+    if args.which == "throughput":
+        from app.bench import throughput
+
+        print(throughput.run(throughput.QUICK if args.quick else throughput.FULL))
         return 0
     if args.which == "aiogram":
         from app.bench import aiogram
