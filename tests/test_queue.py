@@ -503,6 +503,84 @@ async def test_the_claim_uses_the_claim_index_with_100_000_finished_executions(
     assert len(await agents.claim_executions(conn, worker_id="w1", limit=50)) == 20
 
 
+async def test_the_claims_generic_plans_find_their_rows_by_index_under_a_deep_queue(
+    conn: Conn,
+) -> None:
+    """The worker's statements are prepared, and a prepared statement soon runs a generic
+    plan, which cannot see the LIMIT: the plans actually run (auto_explain, as notices) for a
+    claim and for acknowledgements with a claim, under 20,000 queued executions, read no
+    table from end to end."""
+    await agents.enqueue_executions(conn, [{"agent_name": "a"}] * 20_000)
+    await conn.execute("ANALYZE agents.executions")
+    plans: list[str] = []
+    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    await conn.execute("LOAD 'auto_explain'")
+    await conn.execute("SET auto_explain.log_min_duration = 0")
+    await conn.execute("SET auto_explain.log_level = 'notice'")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    claimed = await agents.claim_executions(conn, worker_id="w1", limit=3)
+    acks = [(execution.id, execution.attempt, ExecutionResult(None)) for execution in claimed]
+    done, more = await agents.complete_and_claim_executions(conn, acks, worker_id="w1", limit=3)
+    await conn.execute("RESET plan_cache_mode")
+    assert len(claimed) == len(more) == len(done) == 3
+    assert len(plans) == 2 and all("$1" in plan for plan in plans)  # generic: no values
+    for plan in plans:
+        assert "idx_executions_priority_run_after_created_at" in plan
+        assert "Seq Scan" not in plan
+
+
+async def test_the_claim_is_planned_once_and_reads_by_index_at_any_depth_of_the_queue(
+    conn: Conn,
+) -> None:
+    """The worker's statements are prepared; the server plans one once only if its generic
+    plan (which cannot see the parameters) looks no dearer than planning each call. Under
+    20,000 queued executions, the claim and the acknowledgements with a claim, run on one
+    connection as a worker runs them, go to their generic plans; and those plans, as run
+    (auto_explain's notices), read no table from end to end."""
+    await agents.enqueue_executions(conn, [{"agent_name": "a"}] * 20_000)
+    await conn.execute("ANALYZE agents.executions")
+    for _ in range(12):
+        claimed = await agents.claim_executions(conn, worker_id="w0", agent_names=["a"], limit=1)
+        acks = [(execution.id, execution.attempt, ExecutionResult(None)) for execution in claimed]
+        await agents.complete_and_claim_executions(
+            conn, acks, worker_id="w0", agent_names=["a"], limit=1
+        )
+    cursor = await conn.execute(
+        "SELECT statement LIKE '%%acked AS%%', generic_plans > 0 FROM pg_prepared_statements"
+        " WHERE statement LIKE '%%claimed AS%%' ORDER BY 1"
+    )
+    assert await cursor.fetchall() == [(False, True), (True, True)]
+
+    plans: list[str] = []
+    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    await conn.execute("LOAD 'auto_explain'")
+    await conn.execute("SET auto_explain.log_min_duration = 0")
+    await conn.execute("SET auto_explain.log_level = 'notice'")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    claimed = await agents.claim_executions(conn, worker_id="w1", limit=3)
+    acks = [(execution.id, execution.attempt, ExecutionResult(None)) for execution in claimed]
+    done, more = await agents.complete_and_claim_executions(conn, acks, worker_id="w1", limit=3)
+    await conn.execute("RESET plan_cache_mode")
+    assert len(claimed) == len(more) == len(done) == 3
+    assert len(plans) == 2 and all("$1" in plan for plan in plans)  # generic: no values
+    for plan in plans:
+        assert "idx_executions_priority_run_after_created_at" in plan
+        assert "Seq Scan" not in plan
+
+
+async def test_a_claim_locks_only_the_rows_it_takes(db: DatabaseManager) -> None:
+    async with db.connection() as conn:
+        await agents.enqueue_executions(conn, [{"agent_name": "a"}] * 10)
+    async with db.connection() as claimer, db.connection() as other, claimer.transaction():
+        claimed = await agents.claim_executions(claimer, worker_id="w1", limit=2)
+        cursor = await other.execute(
+            "SELECT id FROM agents.executions WHERE status = 'queued' FOR UPDATE SKIP LOCKED"
+        )
+        free = {row[0] for row in await cursor.fetchall()}
+    assert len(claimed) == 2 and len(free) == 8
+    assert free.isdisjoint(execution.id for execution in claimed)
+
+
 async def test_system_runs_leave_no_entries_in_the_indexes_of_links_yet_those_serve_lookups(
     conn: Conn,
 ) -> None:

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 from app.agents.models import (
     EXECUTION_STATUSES,
+    MAX_CLAIM,
     ClaimInput,
     Execution,
     ExecutionCreate,
@@ -244,20 +245,36 @@ WHERE agent_name = %s
 
 # Up to `limit` rows of the queue head, in the order of the partial index
 # idx_executions_priority_run_after_created_at (WHERE status = 'queued'): the index scan
-# stops after `limit` rows that pass the filters, so finished rows, which the index does not
-# hold, cost nothing. SKIP LOCKED: a row another worker is claiming right now is passed over
-# instead of waited for, so concurrent workers each take different rows and none blocks.
-# The agent_names filter is a plain predicate on the rows the index returns. The claimed
-# rows come back in claim order.
+# stops after the rows asked for that pass the filters, so finished rows, which the index
+# does not hold, cost nothing. SKIP LOCKED: a row another worker is claiming right now is
+# passed over instead of waited for, so concurrent workers each take different rows and none
+# blocks. The agent_names filter is a plain predicate on the rows the index returns. The
+# claimed rows come back in claim order.
+#
+# Shaped for the plan cache. The worker's statements are prepared, and the server plans one
+# once only if its generic plan (made without the parameters' values) looks no dearer than
+# planning each call; else it plans every call. So the plan must cost the same whether or
+# not the server sees the values:
+# - `next` has the constant LIMIT of the largest claim (MAX_CLAIM), and the UPDATE takes
+#   `limit` rows of it (`next` runs lazily: it locks only the rows read from it). A generic
+#   plan cannot see a LIMIT parameter and guesses a tenth of its input, the whole queue.
+# - the UPDATE finds those rows by primary key, `id = ANY(ARRAY(…))`, costed alike however
+#   many rows the array is guessed to hold (joined with `next`, they were costed as a hash
+#   over the whole table).
+# - agent_names is read through a sub-select, unknown to either plan (a custom plan would
+#   fold it into a constant array, costed per element, and win by a hair).
+# Before, a queue of 2,000 drained one at a time was re-planned at every claim (409 jobs/s);
+# only a table of many finished rows tipped the server to the generic plan.
 CLAIM_CTES = """
 next AS (
     SELECT id
     FROM agents.executions
     WHERE status = 'queued'
       AND run_after <= now()
-      AND (%(agent_names)s::varchar[] IS NULL OR agent_name = ANY(%(agent_names)s::varchar[]))
+      AND ((SELECT %(agent_names)s::varchar[]) IS NULL
+           OR agent_name = ANY((SELECT %(agent_names)s::varchar[])::varchar[]))
     ORDER BY priority DESC, run_after, created_at
-    LIMIT %(limit)s
+    LIMIT 1000
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
@@ -268,11 +285,11 @@ claimed AS (
         started_at = now(),
         heartbeat_at = now(),
         finished_at = NULL
-    FROM next
-    WHERE execution.id = next.id
+    WHERE execution.id = ANY(ARRAY(SELECT id FROM next LIMIT %(limit)s))
     RETURNING execution.*
 )
 """
+assert MAX_CLAIM == 1000  # the constant LIMIT of `next`
 CLAIM_EXECUTIONS = (
     "WITH"
     + CLAIM_CTES
