@@ -9,17 +9,26 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from app.database import embedded
-from app.database.config import DatabaseConfig
+from app.database.config import ENV_VARIABLES, DatabaseConfig
 from app.database.errors import AgentDBError, translate
-from app.database.migrations import MigrationError, Migrator, new_migration, verify
+from app.database.migrations import (
+    SLOW_STATEMENT_SECONDS,
+    MigrationError,
+    Migrator,
+    default_migrations_dir,
+    new_migration,
+    verify,
+)
 from app.database.validation import as_uuid
 
 if TYPE_CHECKING:
@@ -52,6 +61,44 @@ RECORD_GRANT = """
 SELECT audit.record_event('grant', 'pg_catalog', 'pg_auth_members', NULL, %(details)s)
 """
 
+# The tables `agentdb seed` fills. `--reset` empties them, and (CASCADE) the tables whose
+# foreign keys reference them, which PostgreSQL names in a notice each.
+SEEDED_TABLES = (
+    "messaging.chats",
+    "messaging.messages",
+    "tasks.todos",
+    "agents.executions",
+    "telegram.sessions",
+)
+TRUNCATE_SEEDED_TABLES = """
+TRUNCATE messaging.chats, messaging.messages, tasks.todos, agents.executions, telegram.sessions
+CASCADE
+"""
+CASCADE_NOTICE = re.compile(r'truncate cascades to table "([^"]+)"')
+
+# The tables a rollback file drops: `DROP TABLE [IF EXISTS] a.b[, c.d]`.
+DROP_TABLE = re.compile(
+    r"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?([\w.\"]+(?:\s*,\s*[\w.\"]+)*)", re.IGNORECASE
+)
+SQL_COMMENT = re.compile(r"--[^\n]*")
+
+ROLLBACK_HELP = """\
+Rolls back the last applied migration (or --count N, --to ID, --all).
+
+When the rollback would drop tables that hold rows, it asks first on a terminal, and refuses
+without --yes otherwise (a script, a pipe), naming the tables and their rows. The tables are
+those a `DROP TABLE` of the .rollback.sql files about to run names, among the tables of
+agentdb's schemas that exist; rows are counted exactly, or estimated on large tables (~).
+Other data a rollback removes (a dropped column) is not counted.
+"""
+
+SEED_HELP = """\
+Fills the database with a realistic demo data set. It adds to the data already there (every
+run adds another data set); --reset first empties the tables it fills (messaging.chats,
+messaging.messages, tasks.todos, agents.executions, telegram.sessions) and, with them, every
+table that references them (agents.tool_calls, knowledge.memories), printing the rows removed.
+"""
+
 # `--older-than` of purge-deleted: a number of days, hours or minutes.
 DURATION = re.compile(r"([0-9]{1,7})([dhm])")
 DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -71,10 +118,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except (MigrationError, embedded.EmbeddedServerError, AgentDBError) as error:
         return _fail(str(error))
+    except psycopg.OperationalError as error:
+        return _fail(f"{_config_source(args)}: cannot connect: {_first_line(error)}")
     except psycopg.Error as error:
-        return _fail(f"{type(error).__name__}: {str(error).strip().splitlines()[0]}")
+        return _fail(f"{type(error).__name__}: {_first_line(error)}")
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except OSError as error:
+        return _fail(_first_line(error))
+    except Exception as error:  # a bug: still one line, the traceback only when asked for
+        if os.environ.get("AGENTDB_DEBUG"):
+            raise
+        return _fail(f"{type(error).__name__}: {_first_line(error)} (AGENTDB_DEBUG=1 shows where)")
 
 
 def _fail(message: str) -> int:
@@ -82,8 +137,44 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _config_source(args: argparse.Namespace) -> str:
+    """Where the command's database setting came from, for an error to name."""
+    if getattr(args, "database", None):
+        return "--database"
+    for name in ENV_VARIABLES.values():
+        if os.environ.get(name):
+            return name
+    return f"the embedded server in {embedded.default_data_dir()}"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("agentdb").strip()
+        self.exit(
+            2,
+            f"agentdb: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n",
+        )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("agentdb")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentdb", description=__doc__)
+    parser = _Parser(prog="agentdb", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"agentdb {_version()}")
     parser.add_argument(
         "--migrations",
         type=Path,
@@ -93,9 +184,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
-        name: str, help: str, run: object, *, database: bool = True
+        name: str, help: str, run: object, *, database: bool = True, description: str = ""
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=description or help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if database:
             sub.add_argument(
                 "--database",
@@ -113,14 +209,47 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     rollback = command(
-        "rollback", "roll back applied migrations (default: the last one)", _rollback
+        "rollback",
+        "roll back applied migrations (default: the last one)",
+        _rollback,
+        description=ROLLBACK_HELP,
     )
     which = rollback.add_mutually_exclusive_group()
     which.add_argument("--count", type=int, default=None, help="how many to roll back")
     which.add_argument("--to", metavar="ID", help="roll back everything applied after ID")
     which.add_argument("--all", action="store_true", help="roll back every applied migration")
+    rollback.add_argument(
+        "--yes", action="store_true", help="drop tables that hold rows without asking"
+    )
+    for sub in (migrate, rollback):
+        sub.add_argument(
+            "--slow-after",
+            type=float,
+            default=SLOW_STATEMENT_SECONDS,
+            metavar="S",
+            help="print each statement running longer than this, with its time "
+            f"(default {SLOW_STATEMENT_SECONDS:g}s)",
+        )
 
-    command("status", "list migrations: applied (when) or pending; flag edited files", _status)
+    command(
+        "status",
+        "list migrations: applied (when) or pending; flag edited files (writes nothing)",
+        _status,
+    )
+
+    inspect = command(
+        "inspect",
+        "one screen of health: rows and sizes, invalid indexes, the queue, stale runs, drift",
+        _inspect,
+    )
+    inspect.add_argument(
+        "--stale-after",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="a running execution with no heartbeat for this long is stale (default 30s)",
+    )
+    inspect.add_argument("--json", action="store_true", help="print it as JSON, for scripts")
 
     new = command(
         "new", "create the next-numbered migration and its rollback", _new, database=False
@@ -135,6 +264,11 @@ def _parser() -> argparse.ArgumentParser:
 
     db = command("db", "the embedded PostgreSQL in .pgdata/", _db, database=False)
     db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument(
+        "--show-password",
+        action="store_true",
+        help="url: print the password instead of ***",
+    )
 
     command("psql", "run psql on the database (arguments go to psql)", _psql, database=False)
 
@@ -153,7 +287,12 @@ def _parser() -> argparse.ArgumentParser:
         help="search: completeness for small owners of a large table, not the ef_search curve",
     )
 
-    seed = command("seed", "fill the database with a realistic demo data set", _seed)
+    seed = command(
+        "seed",
+        "add a realistic demo data set to the database (--reset empties its tables first)",
+        _seed,
+        description=SEED_HELP,
+    )
     for name, default, help in (
         ("owners", 20, "users who own chats"),
         ("chats", 200, "chats, long-tailed per owner"),
@@ -167,6 +306,11 @@ def _parser() -> argparse.ArgumentParser:
         )
     seed.add_argument("--embeddings", action="store_true", help="give messages embeddings")
     seed.add_argument("--random-seed", type=int, default=42, help="same seed, same data")
+    seed.add_argument(
+        "--reset",
+        action="store_true",
+        help="first empty the seeded tables and those referencing them (see above)",
+    )
 
     grant = command(
         "grant", "make a login role a member of agentdb_app, _worker or _readonly", _grant
@@ -293,14 +437,42 @@ def _config(args: argparse.Namespace) -> DatabaseConfig:
         raise AgentDBError(f"--database: {message}") from None
 
 
+def _migrations_dir(args: argparse.Namespace) -> Path:
+    """`--migrations`, else `$AGENTDB_MIGRATIONS`, else the default; an error naming the
+    option or variable when it is not a directory."""
+    directory: Path | None = args.migrations
+    if directory is not None:
+        source = "--migrations"
+    elif os.environ.get("AGENTDB_MIGRATIONS"):
+        source = "AGENTDB_MIGRATIONS"
+    else:
+        source = "the migrations directory"
+    directory = directory or default_migrations_dir()
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise MigrationError(f"{source}: {directory} {what}")
+    return directory
+
+
 def _migrator(args: argparse.Namespace) -> Migrator:
-    return Migrator(_conninfo(args), args.migrations)
+    directory = _migrations_dir(args)
+    return Migrator(_conninfo(args), directory)
+
+
+def _print_slow_statement(statement: str, seconds: float, finished: bool) -> None:
+    if finished:
+        print(f"  finished after {seconds:.1f} s: {statement}", flush=True)
+    else:
+        print(f"  still running after {seconds:g} s: {statement}", flush=True)
 
 
 def _migrate(args: argparse.Namespace) -> int:
     migrator = _migrator(args)
     applied = migrator.apply(
-        accept_drift=args.accept_drift, on_applied=lambda id: print(f"applied  {id}", flush=True)
+        accept_drift=args.accept_drift,
+        on_applied=lambda id: print(f"applied  {id}", flush=True),
+        on_slow_statement=_print_slow_statement,
+        slow_after=args.slow_after,
     )
     total = len(migrator.migrations())
     if applied:
@@ -315,11 +487,72 @@ def _rollback(args: argparse.Namespace) -> int:
     count = None if args.all or args.to else (args.count if args.count is not None else 1)
     if count is not None and count < 1:
         return _fail("--count must be at least 1")
+    refusal: list[str] = []
+
+    def confirm(rollback_files: list[Path]) -> bool:
+        holding = _tables_holding_rows(migrator.conninfo, _dropped_tables(rollback_files))
+        if not holding or args.yes:
+            return True
+        what = ", ".join(holding)
+        if sys.stdin.isatty():
+            print(
+                f"rolling back {len(rollback_files)} migration(s) drops {len(holding)} "
+                f"table(s) holding rows: {what}\ndrop them? [y/N] ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            if sys.stdin.readline().strip().lower() in ("y", "yes"):
+                return True
+            refusal.append("not confirmed: nothing was rolled back")
+            return False
+        refusal.append(
+            f"rollback would drop {len(holding)} table(s) holding rows ({what}):"
+            " pass --yes to confirm; nothing was rolled back"
+        )
+        return False
+
     done = migrator.rollback(
-        count=count, to=args.to, on_rolled_back=lambda id: print(f"rolled back  {id}", flush=True)
+        count=count,
+        to=args.to,
+        on_rolled_back=lambda id: print(f"rolled back  {id}", flush=True),
+        confirm=confirm,
+        on_slow_statement=_print_slow_statement,
+        slow_after=args.slow_after,
     )
+    if refusal:
+        return _fail(refusal[0])
     print(f"{len(done)} rolled back" if done else "nothing to roll back")
     return 0
+
+
+def _dropped_tables(rollback_files: list[Path]) -> list[str]:
+    """schema.table of every `DROP TABLE` in these files (comments ignored)."""
+    tables = []
+    for path in rollback_files:
+        if not path.exists():
+            continue
+        text = SQL_COMMENT.sub("", path.read_text())
+        for match in DROP_TABLE.finditer(text):
+            tables += [name.strip().replace('"', "").lower() for name in match[1].split(",")]
+    return tables
+
+
+def _tables_holding_rows(conninfo: str, tables: list[str]) -> list[str]:
+    """`schema.table (N rows)` for each of `tables` that exists and holds rows."""
+    from app.database.inspect import table_health
+
+    if not tables:
+        return []
+    with psycopg.connect(conninfo) as conn:
+        conn.read_only = True
+        health = table_health(conn, tables)
+    holding = []
+    for table in health:
+        rows = table.rows + (table.deleted_rows or 0)
+        if rows:
+            holding.append(f"{table.name} {'' if table.is_exact else '~'}{rows:,} rows")
+    return holding
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -356,13 +589,23 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
-    if os.environ.get("DATABASE_URL") or os.environ.get("DB_HOST"):
+    configured = [name for name in ENV_VARIABLES.values() if os.environ.get(name)]
+    if configured:
         if args.action == "url":
-            print(_conninfo(args))
+            print(_display_url(_config(args), show_password=args.show_password))
             return 0
-        return _fail("DATABASE_URL / DB_HOST is set: the embedded server is not used")
-    if args.action == "start" or args.action == "url":
+        return _fail(f"{configured[0]} is set: the embedded server is not used")
+    if args.action == "url":
         print(embedded.start())
+    elif args.action == "start":
+        before = embedded.status()
+        url = embedded.start()
+        if before.pid is not None:
+            print(f"already running (pid {before.pid}) in {before.data_dir}")
+        else:
+            after = embedded.status()
+            print(f"started (pid {after.pid}) in {after.data_dir}")
+        print(url)
     elif args.action == "stop":
         print("stopped" if embedded.stop() else "not running")
     else:
@@ -374,6 +617,92 @@ def _db(args: argparse.Namespace) -> int:
         else:
             print(f"not initialized ({status.data_dir} does not exist yet)")
     return 0
+
+
+def _display_url(config: DatabaseConfig, *, show_password: bool) -> str:
+    """A `postgresql://` URL of the configured database, its password `***` unless asked."""
+    params: dict[str, Any]
+    if config.url is not None:
+        params = conninfo_to_dict(config.url.get_secret_value())
+    else:
+        params = {
+            "host": config.host,
+            "port": config.port,
+            "dbname": config.database,
+            "user": config.username,
+        }
+        if config.password is not None:
+            params["password"] = config.password.get_secret_value()
+    return _postgresql_url(params, show_password=show_password)
+
+
+def _postgresql_url(params: dict[str, Any], *, show_password: bool) -> str:
+    """libpq parameters as a URL: user, password, host and port in the authority (a socket
+    directory or several hosts go in the query string, as libpq reads them), the rest as query."""
+    params = {key: str(value) for key, value in params.items()}
+    user = params.pop("user", "")
+    password = params.pop("password", None)
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    dbname = params.pop("dbname", "")
+    authority = quote(user, safe="")
+    if password is not None:
+        authority += ":" + (quote(password, safe="") if show_password else "***")
+    if authority:
+        authority += "@"
+    query = {}
+    if host and not host.startswith("/") and "," not in host:
+        authority += f"[{host}]" if ":" in host else host
+        if port:
+            authority += f":{port}"
+    else:
+        query = {key: value for key, value in (("host", host), ("port", port)) if value}
+    query.update(params)
+    url = f"postgresql://{authority}/{quote(dbname, safe='')}"
+    if query:
+        url += "?" + "&".join(f"{key}={quote(value, safe='/')}" for key, value in query.items())
+    return url
+
+
+# Whether the tables seed fills exist (a database never migrated gets a clear error), and how
+# many rows the first of them holds (the message that seed adds to existing data).
+SELECT_SEEDED_ROWS = """
+SELECT pg_catalog.to_regclass('messaging.chats') IS NOT NULL
+"""
+COUNT_SEEDED_CHATS = "SELECT count(*) FROM messaging.chats"
+
+
+def _reset_seeded_tables(conninfo: str) -> None:
+    """Empty the seeded tables (and those referencing them), printing what was removed."""
+    from app.database.inspect import table_health
+
+    cascaded: list[str] = []
+    with psycopg.connect(conninfo) as conn:
+        conn.add_notice_handler(
+            lambda notice: cascaded.extend(CASCADE_NOTICE.findall(notice.message_primary or ""))
+        )
+        try:
+            row = conn.execute(SELECT_SEEDED_ROWS).fetchone()
+            if row is None or not row[0]:
+                raise AgentDBError("messaging.chats does not exist: run `agentdb migrate`")
+            health = table_health(conn, SEEDED_TABLES, exact_below=2**62)
+            conn.execute(TRUNCATE_SEEDED_TABLES)
+            conn.commit()
+        except psycopg.Error as error:
+            raise translate(error) from None
+    removed = ", ".join(f"{t.name} {t.rows + (t.deleted_rows or 0)}" for t in health)
+    also = f"; emptied with them: {', '.join(cascaded)}" if cascaded else ""
+    print(f"reset: removed the rows of {removed}{also}")
+
+
+def _count_seeded_chats(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        conn.read_only = True
+        row = conn.execute(SELECT_SEEDED_ROWS).fetchone()
+        if row is None or not row[0]:
+            raise AgentDBError("messaging.chats does not exist: run `agentdb migrate`")
+        counted = conn.execute(COUNT_SEEDED_CHATS).fetchone()
+        return int(counted[0]) if counted else 0
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -394,9 +723,37 @@ def _seed(args: argparse.Namespace) -> int:
         with_embeddings=args.embeddings,
         random_seed=args.random_seed,
     )
-    config = _config(args)
+    config = _config(args).resolved()
+    conninfo = config.conninfo()
+    if args.reset:
+        _reset_seeded_tables(conninfo)
+    else:
+        existing = _count_seeded_chats(conninfo)
+        if existing:
+            print(
+                f"adding to the existing data ({existing} chats already there;"
+                " --reset empties the seeded tables first)"
+            )
     created = asyncio.run(seed(config, size, progress=sys.stderr.isatty()))
     print("seeded " + ", ".join(f"{count} {kind}" for kind, count in created.items()))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from app.database.inspect import inspect_database
+
+    if args.stale_after <= 0:
+        return _fail("--stale-after: must be more than 0 seconds")
+    directory = _migrations_dir(args)
+    inspection = inspect_database(
+        _conninfo(args), stale_after=timedelta(seconds=args.stale_after), migrations_dir=directory
+    )
+    if args.json:
+        print(inspection.model_dump_json(indent=2))
+    else:
+        from app.database.inspect import print_inspection
+
+        print_inspection(inspection)
     return 0
 
 

@@ -17,9 +17,11 @@ import os
 import re
 import secrets
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +72,16 @@ DELETE_CHECKSUM = "DELETE FROM public._agentdb_migration_checksum WHERE migratio
 # yoyo keeps its tables in the connection's current schema and records applied_at_utc as a
 # timestamp without time zone, in UTC; we read its table where it put it.
 SELECT_APPLIED = "SELECT migration_id, applied_at_utc FROM _yoyo_migration"
+
+# `status` reads without writing: yoyo creates its tables on connect, so status looks for them
+# first (yoyo's on the search_path, where yoyo puts and finds them; ours in public).
+SELECT_BOOKKEEPING_TABLES = """
+SELECT pg_catalog.to_regclass('_yoyo_migration') IS NOT NULL,
+       pg_catalog.to_regclass('public._agentdb_migration_checksum') IS NOT NULL
+"""
+
+# How long a migration statement runs before `on_slow_statement` hears of it.
+SLOW_STATEMENT_SECONDS = 5.0
 
 SELECT_DOMAIN_SCHEMAS = "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(%s)"
 
@@ -161,12 +173,56 @@ def file_checksum(migration: Migration) -> str:
     return digest.hexdigest()
 
 
+# (statement, seconds so far, finished): told once when a statement has run for
+# `after` seconds, and again when it ends. Set around an apply or rollback (the statements run
+# in the calling thread; the first report comes from a timer thread).
+SlowStatementReport = Callable[[str, float, bool], None]
+_slow_statement_watch: ContextVar[tuple[float, SlowStatementReport] | None] = ContextVar(
+    "agentdb_slow_statement_watch", default=None
+)
+
+
+@contextmanager
+def _watching_slow_statements(
+    report: SlowStatementReport | None, after: float
+) -> Iterator[None]:
+    token = _slow_statement_watch.set((after, report) if report is not None else None)
+    try:
+        yield
+    finally:
+        _slow_statement_watch.reset(token)
+
+
+@contextmanager
+def _timed(query: Any) -> Iterator[None]:
+    """Tell the watch of this context (if any) about `query` once it is slow, and when it ends."""
+    watch = _slow_statement_watch.get()
+    if watch is None:
+        yield
+        return
+    after, report = watch
+    text = _one_line(query, 120)
+    started = time.monotonic()
+    timer = threading.Timer(after, report, (text, after, False))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        elapsed = time.monotonic() - started
+        if elapsed >= after:
+            report(text, elapsed, True)
+
+
 class _StatementCursor(psycopg.Cursor[Any]):
-    """Remembers, on the error, which statement of a migration file failed."""
+    """Remembers, on the error, which statement of a migration file failed, and reports
+    statements that run long (`_timed`)."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _StatementCursor:
         try:
-            super().execute(query, params, **kwargs)
+            with _timed(query):
+                super().execute(query, params, **kwargs)
         except psycopg.Error as error:
             error.agentdb_statement = query  # type: ignore[attr-defined]
             raise
@@ -214,12 +270,24 @@ class Migrator:
                 backend.connection.close()
 
     def status(self) -> list[MigrationStatus]:
-        """Every migration file, applied or pending, and applied ids whose file is gone."""
-        with self._locked() as (conn, _backend):
-            applied = dict(conn.execute(SELECT_APPLIED).fetchall())
-            recorded = dict(conn.execute(SELECT_CHECKSUMS).fetchall())
+        """Every migration file, applied or pending, and applied ids whose file is gone.
+
+        Writes nothing: on a database never migrated, every file is pending and no
+        bookkeeping table is created (it runs in a read-only transaction, without the lock).
+        """
+        migrations = self.migrations()
+        with psycopg.connect(self.conninfo) as conn:
+            conn.read_only = True
+            row = conn.execute(SELECT_BOOKKEEPING_TABLES).fetchone()
+            has_yoyo, has_checksums = row if row is not None else (False, False)
+            applied: dict[str, datetime] = (
+                dict(conn.execute(SELECT_APPLIED).fetchall()) if has_yoyo else {}
+            )
+            recorded: dict[str, str] = (
+                dict(conn.execute(SELECT_CHECKSUMS).fetchall()) if has_checksums else {}
+            )
         result = []
-        for migration in self.migrations():
+        for migration in migrations:
             applied_at = applied.pop(migration.id, None)
             drifted = (
                 applied_at is not None
@@ -232,15 +300,25 @@ class Migrator:
         return result
 
     def apply(
-        self, *, accept_drift: bool = False, on_applied: Callable[[str], None] | None = None
+        self,
+        *,
+        accept_drift: bool = False,
+        on_applied: Callable[[str], None] | None = None,
+        on_slow_statement: SlowStatementReport | None = None,
+        slow_after: float = SLOW_STATEMENT_SECONDS,
     ) -> list[str]:
         """Apply pending migrations in order; return their ids.
 
         Refuses (before applying anything) when an applied file was edited since, unless
         `accept_drift`, which records the files' current checksums instead.
+        `on_slow_statement(statement, seconds, finished)` hears of every statement that runs
+        longer than `slow_after` seconds: once when it has run that long, once when it ends.
         """
         migrations = self.migrations()
-        with self._locked() as (conn, backend):
+        with (
+            self._locked() as (conn, backend),
+            _watching_slow_statements(on_slow_statement, slow_after),
+        ):
             self._check_drift(conn, backend, migrations, accept_drift)
             done = []
             for migration in backend.to_apply(migrations):
@@ -257,12 +335,22 @@ class Migrator:
         count: int | None = 1,
         to: str | None = None,
         on_rolled_back: Callable[[str], None] | None = None,
+        confirm: Callable[[list[Path]], bool] | None = None,
+        on_slow_statement: SlowStatementReport | None = None,
+        slow_after: float = SLOW_STATEMENT_SECONDS,
     ) -> list[str]:
-        """Roll back the last `count` applied migrations, or all those applied after `to`."""
+        """Roll back the last `count` applied migrations, or all those applied after `to`.
+
+        `confirm(rollback_files)`, called under the migration lock with the `.rollback.sql`
+        files about to run (in order), may refuse: then nothing is rolled back.
+        """
         migrations = self.migrations()
         if to is not None and to not in {m.id for m in migrations}:
             raise MigrationError(f"--to {to}: no such migration in {self.migrations_dir}")
-        with self._locked() as (conn, backend):
+        with (
+            self._locked() as (conn, backend),
+            _watching_slow_statements(on_slow_statement, slow_after),
+        ):
             candidates = list(backend.to_rollback(migrations))
             if to is not None:
                 ids = [m.id for m in candidates]
@@ -271,6 +359,9 @@ class Migrator:
                 candidates = candidates[: ids.index(to)]
             elif count is not None:
                 candidates = candidates[:count]
+            files = [Path(m.path).with_suffix(".rollback.sql") for m in candidates]
+            if candidates and confirm is not None and not confirm(files):
+                return []
             done = []
             for migration in candidates:
                 _run(backend.rollback_one, migration)
