@@ -551,7 +551,8 @@ def _tables_holding_rows(conninfo: str, tables: list[str]) -> list[str]:
     for table in health:
         rows = table.rows + (table.deleted_rows or 0)
         if rows:
-            holding.append(f"{table.name} {'' if table.is_exact else '~'}{rows:,} rows")
+            mark = "" if table.is_exact else "~"
+            holding.append(f"{table.name} {mark}{rows:,} row{'' if rows == 1 else 's'}")
     return holding
 
 

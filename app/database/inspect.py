@@ -340,7 +340,7 @@ def print_inspection(inspection: DatabaseInspection, console: Any = None) -> Non
         else ""
     )
     out.print(
-        f"[bold]{inspection.database}[/bold]: PostgreSQL {inspection.server_version}, "
+        f"database [bold]{inspection.database}[/bold]: PostgreSQL {inspection.server_version}, "
         f"{_size(inspection.database_bytes)}"
     )
     out.print(
