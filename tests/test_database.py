@@ -836,6 +836,91 @@ async def test_an_error_rolled_back_to_a_savepoint_leaves_the_session_usable(
     assert len((await messaging.list_chats(conn, owner_id=owner)).items) == 1
 
 
+# The session's BEGIN goes out with its first statement ------------------------------------
+
+
+def protocol_trace(session: Conn, path: Path) -> Any:
+    """Start libpq's protocol trace of `session` into `path`; returns the file to close."""
+    handle = path.open("w")
+    session.pgconn.trace(handle.fileno())
+    session.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+    return handle
+
+
+def sent_before_first_answer(session: Conn, handle: Any, path: Path) -> list[str]:
+    """The lines of the trace (the client's messages) before the server's first answer."""
+    session.pgconn.untrace()
+    handle.close()
+    lines = path.read_text().splitlines()
+    first_answer = next(i for i, line in enumerate(lines) if line.startswith("B"))
+    return lines[:first_answer]
+
+
+async def test_a_query_function_sends_the_sessions_begin_with_its_statement(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    from app import messaging
+
+    path = tmp_path / "trace"
+    async with db.session(owner_id=uuid4(), actor="test") as session:
+        handle = protocol_trace(session, path)
+        assert await messaging.get_chat(session, uuid4()) is None
+        sent = sent_before_first_answer(session, handle, path)
+    # BEGIN, both settings and the SELECT, all before the server answered anything
+    assert any("BEGIN" in line for line in sent)
+    assert sum("SET LOCAL agentdb." in line for line in sent) == 2
+    assert any("FROM messaging.chats" in line for line in sent)
+    assert [line.split("\t")[2:3] for line in sent].count(["Sync"]) == 1  # one round trip
+
+
+async def test_a_session_that_runs_nothing_sends_nothing(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        pass
+    assert session.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    async with db.session() as session:
+        assert session.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        await session.execute("SELECT 1")
+        assert session.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+async def test_a_failing_first_statement_of_a_session_is_mapped_and_rolled_back(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    from app import agents
+
+    with pytest.raises(TransactionAbortedError, match="fk_executions_chats"):
+        async with db.session() as session:
+            with pytest.raises(ForeignKeyError, match="fk_executions_chats"):
+                await agents.enqueue_execution(session, agent_name="planner", chat_id=uuid4())
+    assert await scalar(conn, "SELECT count(*) FROM agents.executions") == 0
+
+
+async def test_a_pipelined_first_statement_keeps_the_owner_setting_in_its_transaction(
+    database_url: str,
+) -> None:
+    from app import messaging
+
+    owner = uuid4()
+    async with DatabaseManager(DatabaseConfig(url=database_url, max_pool_size=1)) as single:
+        async with single.session(owner_id=owner) as session:
+            await messaging.get_chat(session, uuid4())
+            setting = "SELECT pg_catalog.current_setting('agentdb.owner_id', true)"
+            assert await scalar(session, setting) == str(owner)
+        async with single.session() as session:  # the same connection: the setting is gone
+            assert await scalar(session, setting) in ("", None)
+
+
+async def test_a_transaction_block_first_in_a_session_is_a_savepoint_of_it(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    with pytest.raises(KeyError):
+        async with db.session() as session:
+            async with session.transaction():
+                await session.execute(INSERT_CHAT, [uuid4()])
+            raise KeyError("the session fails after the block")
+    assert await scalar(conn, COUNT_CHATS) == 0  # the block did not commit on its own
+
+
 # Connections and configuration -------------------------------------------------------------
 
 

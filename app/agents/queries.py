@@ -42,6 +42,7 @@ from app.agents.models import (
 from app.database.errors import ConflictError, InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, column_names, model_rows, row_maker
+from app.database.transactions import execute
 from app.database.validation import (
     INT32_MAX,
     as_int,
@@ -796,7 +797,7 @@ async def claim_executions(
     data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=limit)
     params = {"worker_id": data.worker_id, "agent_names": data.agent_names, "limit": data.limit}
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
-        await cursor.execute(CLAIM_EXECUTIONS, params)
+        await execute(cursor, CLAIM_EXECUTIONS, params)
         return await cursor.fetchall()
 
 
@@ -812,7 +813,7 @@ async def claim_next_execution(
     data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=1)
     params = {"worker_id": data.worker_id, "agent_names": data.agent_names, "limit": 1}
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
-        await cursor.execute(CLAIM_EXECUTIONS, params)
+        await execute(cursor, CLAIM_EXECUTIONS, params)
         return await cursor.fetchone()
 
 
@@ -897,7 +898,7 @@ async def complete_execution(
         "attempt": fence.attempt,
     }
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
-        await cursor.execute(COMPLETE_EXECUTION, params)
+        await execute(cursor, COMPLETE_EXECUTION, params)
         execution = await cursor.fetchone()
     if execution is None:
         await _refuse_transition(conn, execution_id, "complete", fence)
@@ -1142,7 +1143,7 @@ async def _enqueue_one(conn: AsyncConnection[Any], data: ExecutionCreate) -> Exe
     }
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
         for _ in range(ENQUEUE_ROUNDS):
-            await cursor.execute(INSERT_EXECUTION, params)
+            await execute(cursor, INSERT_EXECUTION, params)
             execution = await cursor.fetchone()
             if execution is not None:
                 return execution

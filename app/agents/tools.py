@@ -22,7 +22,6 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import AsyncConnection
-from psycopg.pq import TransactionStatus
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
@@ -50,6 +49,7 @@ from app.database.errors import (
     database_errors,
 )
 from app.database.rows import column_list, column_names, model_rows, returned, row_maker
+from app.database.transactions import in_transaction
 from app.database.validation import as_int, as_sequence, as_uuid, validated
 from app.database.vectors import as_embedding, embedding_pairs, run_vector_search
 
@@ -559,12 +559,9 @@ def _transaction(conn: AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]
     """A transaction for the lock and the statement after it to share: the caller's when
     there is one (a savepoint in it would cost two round trips more, and a failed statement
     leaves the caller's transaction aborted either way), else one of our own."""
-    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+    if not in_transaction(conn):
         return conn.transaction()
     return contextlib.nullcontext()
-
-
-_IDLE = TransactionStatus.IDLE
 
 
 def _offered_tools(tools: Any) -> list[tuple[str, str | None, Any]]:

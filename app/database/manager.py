@@ -27,17 +27,11 @@ from app.database.errors import (
     last_error,
     translate,
 )
+from app.database.transactions import PLAIN_BEGIN, PendingBegin, PooledConnection
 from app.database.validation import InputModel, Name, Uuid, validated
 from app.database.vectors import register_vector_types
 
 Connection = psycopg.AsyncConnection[Any]
-
-
-class PooledConnection(psycopg.AsyncConnection[Any]):
-    """The pool's connections. Each keeps the cursor that sends the BEGIN of its scoped
-    sessions: a new cursor per BEGIN would cost half as much again as the BEGIN itself."""
-
-    scope_cursor: psycopg.AsyncCursor[Any] | None = None
 
 
 # Session settings every pooled connection starts with: UTC so timestamps read the same
@@ -49,14 +43,13 @@ SELECT pg_catalog.set_config('TimeZone', 'UTC', false),
 
 # What db.session(owner_id=…, actor=…) sets for its transaction only (SET LOCAL, which is
 # set_config(…, true) as a utility command: nothing to plan): row-level security reads
-# agentdb.owner_id, the audit triggers agentdb.actor. Sent with BEGIN as one simple query,
-# so a scoped session costs no more round trips than a plain one, and the server parses
-# three utility commands instead of planning a SELECT. The simple protocol takes no
-# parameters: the validated values are quoted by psycopg's sql.Literal.
-BEGIN_FOR_OWNER = sql.SQL("BEGIN; SET LOCAL agentdb.owner_id = {}")
-BEGIN_FOR_OWNER_AND_ACTOR = sql.SQL(
-    "BEGIN; SET LOCAL agentdb.owner_id = {}; SET LOCAL agentdb.actor = {}"
-)
+# agentdb.owner_id, the audit triggers agentdb.actor. Sent with BEGIN and the block's first
+# statement (see app.database.transactions), so a scoped session costs no more round trips
+# than a plain one, and the server parses utility commands instead of planning a SELECT.
+# They are sent as a simple query or without parameters in a pipeline: the validated values
+# are quoted by psycopg's sql.Literal.
+SET_OWNER = sql.SQL("SET LOCAL agentdb.owner_id = {}")
+SET_ACTOR = sql.SQL("SET LOCAL agentdb.actor = {}")
 
 CHECK_IDLE_SECONDS = 0.5
 """A pooled connection idle longer than this is checked with a round trip before it is
@@ -152,46 +145,33 @@ class DatabaseManager:
         TransactionAbortedError naming that error, instead of a silent rollback.
         """
         if owner_id is None and actor is None:
-            return self._session()
+            return self._session(PLAIN_BEGIN)
         try:
             begin = scoped_begin(owner_id, actor)
         except TypeError:  # unhashable, so not cacheable: invalid whatever it is
             begin = _scoped_begin(owner_id, actor)
-        return self._scoped_session(begin)
+        return self._session(begin)
 
     @asynccontextmanager
-    async def _session(self) -> AsyncIterator[Connection]:
-        # The pool's and the transaction's context managers directly, not through
-        # connection(): one generator-based context manager less on every unit of work.
-        # PoolTimeout and PoolClosed are psycopg errors too.
+    async def _session(self, begin: PendingBegin) -> AsyncIterator[Connection]:
+        # The BEGIN waits on the connection for the block's first statement (one round trip
+        # for both when that statement is sent from a pipeline); the transaction is then
+        # ours to end. A block that sent nothing has nothing to commit: commit() and
+        # rollback() send nothing on an idle connection. The pool's context manager
+        # directly, not through connection(): one generator-based context manager less on
+        # every unit of work. PoolTimeout and PoolClosed are psycopg errors too.
         try:
             async with self._checked_pool().connection() as conn:
                 forget_errors(conn)
-                async with conn.transaction():
-                    yield conn
-                    if conn.pgconn.transaction_status == _INERROR:
-                        raise aborted_error(last_error(conn), rolled_back=True)
-                self._returned_at[conn] = time.monotonic()
-        except psycopg.Error as error:
-            raise translate(error) from error
-
-    @asynccontextmanager
-    async def _scoped_session(self, begin: bytes) -> AsyncIterator[Connection]:
-        # BEGIN and the settings in one round trip; then the transaction is ours to end:
-        # psycopg's own transaction() would send BEGIN alone first.
-        try:
-            async with self._checked_pool().connection() as conn:
-                forget_errors(conn)
-                cursor = conn.scope_cursor
-                if cursor is None:
-                    cursor = conn.scope_cursor = conn.cursor()
-                await cursor.execute(begin, prepare=False)
+                conn.pending_begin = begin
                 try:
                     yield conn
                 except BaseException:
+                    conn.pending_begin = None
                     with contextlib.suppress(psycopg.OperationalError):
                         await conn.rollback()
                     raise
+                conn.pending_begin = None
                 if conn.pgconn.transaction_status == _INERROR:
                     await conn.rollback()
                     raise aborted_error(last_error(conn), rolled_back=True)
@@ -271,17 +251,16 @@ class DatabaseManager:
         await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
-def _scoped_begin(owner_id: object, actor: object) -> bytes:
+def _scoped_begin(owner_id: object, actor: object) -> PendingBegin:
     """The BEGIN of a session scoped to `owner_id` and `actor`, validated (InvalidInputError
     naming the field) and quoted. An actor left out is left unset (a setting made local to a
     transaction ends with it)."""
     scope = validated(SessionScope, owner_id=owner_id, actor=actor)
     owner = "" if scope.owner_id is None else str(scope.owner_id)
+    commands = [b"BEGIN", SET_OWNER.format(sql.Literal(owner)).as_bytes(None)]
     if scope.actor:
-        query = BEGIN_FOR_OWNER_AND_ACTOR.format(sql.Literal(owner), sql.Literal(scope.actor))
-    else:
-        query = BEGIN_FOR_OWNER.format(sql.Literal(owner))
-    return query.as_bytes(None)
+        commands.append(SET_ACTOR.format(sql.Literal(scope.actor)).as_bytes(None))
+    return PendingBegin(b"; ".join(commands), tuple(commands))
 
 
 scoped_begin = functools.lru_cache(maxsize=4096)(_scoped_begin)

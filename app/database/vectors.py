@@ -15,11 +15,11 @@ from pgvector import Vector
 from pgvector.psycopg.vector import VectorBinaryLoader, VectorLoader, register_vector_info
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.abc import Buffer
-from psycopg.pq import TransactionStatus
 from psycopg.types import TypeInfo
 from pydantic import PlainSerializer, PlainValidator
 
 from app.database.errors import InvalidInputError
+from app.database.transactions import in_transaction
 from app.database.validation import as_sequence, as_uuid
 
 EMBEDDING_DIMENSIONS = 1536
@@ -253,8 +253,6 @@ SELECT pg_catalog.set_config('hnsw.ef_search',
            pg_catalog.current_setting('agentdb.saved_plan_cache_mode'), true)
 """
 
-_IDLE = TransactionStatus.IDLE
-
 
 async def run_vector_search(
     conn: AsyncConnection[Any],
@@ -276,7 +274,7 @@ async def run_vector_search(
     pipeline.
     """
     settings = [str(ef_search)]
-    if conn.autocommit and conn.pgconn.transaction_status == _IDLE:
+    if not in_transaction(conn):
         async with conn.pipeline():
             await conn.execute(SET_SEARCH_SETTINGS, settings)
             await cursor.execute(statement, params, binary=True)

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from app.database.errors import NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, model_rows, returned
+from app.database.transactions import execute
 from app.database.validation import as_uuid, validated, validated_batch
 from app.database.vectors import embedding_pairs
 from app.messaging.models import (
@@ -333,7 +334,7 @@ async def create_chat(
 async def get_chat(conn: AsyncConnection[Any], chat_id: UUID) -> Chat | None:
     """The chat, or None if it does not exist or is deleted."""
     async with conn.cursor(row_factory=CHAT_ROW) as cursor:
-        await cursor.execute(SELECT_CHAT, [as_uuid(chat_id, "chat_id")])
+        await execute(cursor, SELECT_CHAT, [as_uuid(chat_id, "chat_id")])
         return await cursor.fetchone()
 
 
@@ -428,7 +429,7 @@ async def add_message(
         metadata={} if metadata is None else metadata,
     )
     async with conn.cursor(row_factory=MESSAGE_ROW) as cursor:
-        await cursor.execute(INSERT_MESSAGE, _message_params(data), binary=True)
+        await execute(cursor, INSERT_MESSAGE, _message_params(data), binary=True)
         message = await cursor.fetchone()
     if message is None:
         raise NotFoundError(f"chat {chat_id} not found", field="chat_id")
@@ -545,6 +546,8 @@ async def list_messages(
         "limit": limit + 1,
     }
     async with conn.cursor(row_factory=MESSAGE_ROW) as cursor:
+        # Sent without a pipeline: a page of 50 rows read through one cost more client CPU in
+        # psycopg than the round trip of its BEGIN saved (bench throughput: 0.88x).
         await cursor.execute(SELECT_MESSAGES_PAGE, params, binary=True)
         rows = await cursor.fetchall()
     page = page_of(

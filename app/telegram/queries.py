@@ -26,6 +26,7 @@ from app.database.errors import (
 )
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, model_rows, returned
+from app.database.transactions import execute
 from app.database.validation import as_uuid, validated
 from app.telegram.models import (
     BotInput,
@@ -237,7 +238,7 @@ async def upsert_session(
     data = validated(SessionUpsert, username=username, language_code=language_code)
     params |= {"username": data.username, "language_code": data.language_code}
     async with conn.cursor(row_factory=SESSION_ROW) as cursor:
-        await cursor.execute(UPSERT_SESSION, params)
+        await execute(cursor, UPSERT_SESSION, params)
         return returned(await cursor.fetchone())
 
 
@@ -245,7 +246,7 @@ async def upsert_session(
 async def get_session(conn: AsyncConnection[Any], key: SessionKey) -> TelegramSession | None:
     """The session (active or not), or None if the key has none."""
     async with conn.cursor(row_factory=SESSION_ROW) as cursor:
-        await cursor.execute(SELECT_SESSION, _key_params(key))
+        await execute(cursor, SELECT_SESSION, _key_params(key))
         return await cursor.fetchone()
 
 
@@ -289,13 +290,14 @@ async def set_state(
     params = _key_params(key)
     data = validated(StateInput, state=state, ttl=ttl)
     params["state"], params["ttl"] = data.state, data.ttl
-    await conn.execute(UPSERT_STATE, params)
+    await execute(conn.cursor(), UPSERT_STATE, params)
 
 
 @database_errors
 async def get_state(conn: AsyncConnection[Any], key: SessionKey) -> str | None:
     """The FSM state, or None (no state, an expired one, or no session)."""
-    cursor = await conn.execute(SELECT_STATE, _key_params(key))
+    cursor = conn.cursor()
+    await execute(cursor, SELECT_STATE, _key_params(key))
     row = await cursor.fetchone()
     return str(row[0]) if row and row[0] is not None else None
 
@@ -313,13 +315,14 @@ async def set_data(
     params = _key_params(key)
     checked = validated(DataInput, data=data, ttl=ttl)
     params["data"], params["ttl"] = Jsonb(checked.data), checked.ttl
-    await conn.execute(UPSERT_DATA, params)
+    await execute(conn.cursor(), UPSERT_DATA, params)
 
 
 @database_errors
 async def get_data(conn: AsyncConnection[Any], key: SessionKey) -> dict[str, Any]:
     """The FSM data ({} when it expired or the session does not exist)."""
-    cursor = await conn.execute(SELECT_DATA, _key_params(key))
+    cursor = conn.cursor()
+    await execute(cursor, SELECT_DATA, _key_params(key))
     row = await cursor.fetchone()
     return dict(row[0]) if row else {}
 
@@ -349,7 +352,8 @@ async def update_data(
     params = _key_params(key)
     checked = validated(PatchInput, patch=patch, ttl=ttl)
     params["patch"], params["ttl"] = Jsonb(checked.patch), checked.ttl
-    cursor = await conn.execute(MERGE_DATA, params)
+    cursor = conn.cursor()
+    await execute(cursor, MERGE_DATA, params)
     return dict(returned(await cursor.fetchone())[0])
 
 
