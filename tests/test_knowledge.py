@@ -678,10 +678,15 @@ LIMIT %(limit)s
 async def test_an_owner_with_a_tenth_of_a_percent_of_the_rows_gets_all_of_them(
     memory_corpus: MemoryCorpus, corpus_conn: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    query = random_vector()
+    # The query points away from the owner's 3 memories (their mean, negated): every other
+    # memory is nearer, so an iterative HNSW scan that may visit 50 tuples of 2,503 reaches
+    # none of the 3, whatever the graph (a random query found all 3 by luck now and then).
+    rare = await corpus_conn.execute(
+        "SELECT embedding FROM knowledge.memories WHERE owner_id = %s", [memory_corpus.rare_owner]
+    )
+    query = unit(-np.mean([np.asarray(row[0]) for row in await rare.fetchall()], axis=0))
     params = {"owner_id": memory_corpus.rare_owner, "embedding": query, "limit": 3}
-    # The bound bites: an iterative HNSW scan that may visit 50 tuples finds few of the
-    # owner's 3 memories among 2,503.
+    # The bound bites:
     await corpus_conn.execute(MAX_SCAN_TUPLES)
     async with corpus_conn.transaction():
         await corpus_conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
