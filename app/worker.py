@@ -168,6 +168,7 @@ class _Worker:
         helpers = [
             asyncio.create_task(self._listen(), name="agentdb-worker-listener"),
             asyncio.create_task(self._heartbeat(), name="agentdb-worker-heartbeat"),
+            asyncio.create_task(self._wake_on_stop(), name="agentdb-worker-stop"),
         ]
         acknowledger = asyncio.create_task(self._acknowledge(), name="agentdb-worker-acks")
         try:
@@ -207,16 +208,14 @@ class _Worker:
                 self.acks_pending.set()  # no claim to carry them: the acknowledger writes them
             timeout = max(0.0, next_sweep - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wakeup.wait()
 
-    async def _woken(self) -> None:
-        stop = asyncio.ensure_future(self.stop.wait())
-        wake = asyncio.ensure_future(self.wakeup.wait())
-        try:
-            await asyncio.wait({stop, wake}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            wake.cancel()
+    async def _wake_on_stop(self) -> None:
+        """`stop` wakes the claim loop too, so that it waits on one event (no tasks made per
+        wait: at concurrency 1 that is a wait per job)."""
+        await self.stop.wait()
+        self.wakeup.set()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1183,6 +1183,9 @@ async def _insert_executions(
     return executions
 
 
+ACK_NULLABLE_ARRAYS = ("outputs", "models", "prompt_tokens", "completion_tokens", "costs")
+
+
 def _ack_params(
     results: Sequence[tuple[UUID, int, ExecutionResult]], worker_id: str
 ) -> dict[str, Any]:
@@ -1220,6 +1223,9 @@ def _ack_params(
         params["prompt_tokens"].append(result.prompt_tokens)
         params["completion_tokens"].append(result.completion_tokens)
         params["costs"].append(result.cost_usd)
+    for param in ACK_NULLABLE_ARRAYS:
+        if all(value is None for value in params[param]):
+            params[param] = None  # unnest pads a NULL array with NULLs: none to send
     return params
 
 

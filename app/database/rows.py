@@ -11,6 +11,7 @@ whose columns are not the model's fields is a bug, and fails loudly at its first
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any, LiteralString, TypeVar
@@ -92,13 +93,19 @@ def model_rows(model: type[M]) -> BaseRowFactory[M]:
 def row_maker(model: type[M], names: Sequence[str]) -> RowMaker[M]:
     """A maker of `model` rows from values in the order of `names`, which must be exactly
     the model's fields (StatementColumnsError otherwise): for rows that hold a model among
-    other columns."""
+    other columns. Made once per model and column order: row factories call it on every
+    execute."""
+    return _checked_row_maker(model, tuple(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_row_maker(model: type[M], names: tuple[str, ...]) -> RowMaker[M]:
     if sorted(names) != sorted(model.model_fields):
         raise StatementColumnsError(
             f"a statement returning {model.__name__} values has columns {list(names)}, "
             f"not the model's fields {sorted(model.model_fields)}"
         )
-    return _row_maker(model, tuple(names))
+    return _row_maker(model, names)
 
 
 def column_names(cursor: Any) -> tuple[str, ...]:
