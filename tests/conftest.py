@@ -1,12 +1,23 @@
-"""Test harness: one throwaway embedded PostgreSQL per test session, a template database
-migrated once, and a fresh clone of it (CREATE DATABASE … TEMPLATE) for each test."""
+"""Test harness: one PostgreSQL server per test session, a template database migrated once,
+and a fresh clone of it (CREATE DATABASE … TEMPLATE) for each test.
+
+The server is the one `DATABASE_URL` names when it is set (the harness takes the variable for
+itself, so tests see an environment without it), else a throwaway embedded server started for
+the session. Every database the session makes is named `agentdb_test_<session>_…`, so two
+runs can share a server, and is dropped at the end; the database in `DATABASE_URL` itself is
+only connected to. What the role may do (superuser, CREATEDB, CREATEROLE) is read once, and
+a test that needs more than it has is skipped with the reason in one line.
+"""
 
 from __future__ import annotations
 
+import os
 import queue
 import secrets
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +27,147 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from app.database import DatabaseConfig, DatabaseManager, embedded
+from app.database.config import check_url, redact_url
 from app.database.migrations import Migrator
 
-TEMPLATE = "agentdb_template"
+# Taken once, at import, before any test or subprocess can see it: tests of the configuration
+# set the variables they mean, and a command run by a test must not find the harness's server.
+GIVEN_URL = os.environ.pop("DATABASE_URL", None) or None
+
+SESSION = secrets.token_hex(3)
+PREFIX = f"agentdb_test_{SESSION}_"
+TEMPLATE = f"{PREFIX}template"
+
+SELECT_ROLE = """
+SELECT r.rolname, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
+       pg_catalog.current_setting('server_version')
+FROM pg_catalog.pg_roles AS r
+WHERE r.rolname = current_user
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    """The session's server: where it is, whether this session started it, and what its
+    role may do."""
+
+    url: str  # its maintenance database (`postgres`, or the one DATABASE_URL names)
+    is_own: bool  # a throwaway embedded server of this session
+    where: str  # host:port or socket directory
+    version: str
+    user: str
+    is_superuser: bool
+    can_create_databases: bool
+    can_create_roles: bool
+
+    def describe(self) -> str:
+        rights = [
+            name
+            for name, has in (
+                ("superuser", self.is_superuser),
+                ("CREATEDB", self.can_create_databases),
+                ("CREATEROLE", self.can_create_roles),
+            )
+            if has
+        ]
+        origin = "throwaway embedded server of this session" if self.is_own else "DATABASE_URL"
+        return (
+            f"PostgreSQL {self.version} at {self.where} as {self.user}"
+            f" ({', '.join(rights) or 'no superuser, CREATEDB or CREATEROLE'}; {origin})"
+        )
+
+
+def inspect_server(url: str, *, is_own: bool) -> Server:
+    """What the server at `url` is and what its role may do."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute(SELECT_ROLE).fetchone()
+        assert row is not None
+        host = conn.info.host
+        where = host if host.startswith("/") else f"{host}:{conn.info.port}"
+        if host.startswith("/") and conn.info.port != 5432:
+            where += f" port {conn.info.port}"
+    user, superuser, createdb, createrole, version = row
+    return Server(url, is_own, where, version, user, superuser, createdb, createrole)
+
+
+def given_server() -> Server:
+    """The server DATABASE_URL names; a one-line exit when it is unusable."""
+    assert GIVEN_URL is not None
+    try:
+        return inspect_server(check_url(GIVEN_URL), is_own=False)
+    except (ValueError, psycopg.Error) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        pytest.exit(f"DATABASE_URL={redact_url(GIVEN_URL)}: {reason}", returncode=2)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which server the tests run on, before they start."""
+    if GIVEN_URL is not None:
+        return "server: " + given_server().describe()
+    postgres = subprocess.run(
+        [str(embedded.binary("postgres")), "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"server: a throwaway embedded server of this session ({postgres}); DATABASE_URL unset"
 
 
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """URL of the maintenance database `postgres` on the session's own throwaway server."""
+def server() -> Iterator[Server]:
+    """The session's server (see the module docstring)."""
+    if GIVEN_URL is not None:
+        yield given_server()
+        return
     # Not under pytest's tmp_path: pytest prunes old basetemp dirs, which would pull the data
     # directory from under a server that another pytest session is still running.
     with embedded.throwaway_server(prefix="agentdb-test-") as url:
-        yield url
+        yield inspect_server(url, is_own=True)
 
 
 @pytest.fixture(scope="session")
-def template_url(server_url: str) -> str:
+def server_url(server: Server) -> str:
+    """URL of the maintenance database on the session's server."""
+    return server.url
+
+
+@pytest.fixture
+def superuser(server: Server) -> Server:
+    """Skips the test unless the session's role is a superuser."""
+    if not server.is_superuser:
+        pytest.skip(f"needs a superuser: role {server.user} of DATABASE_URL is not one")
+    return server
+
+
+@pytest.fixture
+def own_server(server: Server) -> Server:
+    """Skips the test unless the session started its server (the test edits its files,
+    restarts it, or starts an embedded server of its own, which DATABASE_URL rules out)."""
+    if not server.is_own:
+        pytest.skip("needs the session's own embedded server: DATABASE_URL names another")
+    return server
+
+
+def create_database(server: Server, name: str, template: str | None = None) -> str:
+    """CREATE DATABASE `name` (a clone of `template`); its URL."""
+    if not (server.is_superuser or server.can_create_databases):
+        pytest.skip(f"needs CREATEDB: role {server.user} may not create the test databases")
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(statement)
+    return make_conninfo(server.url, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def template_url(server: Server) -> Iterator[str]:
     """The template database, migrated once per session."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    url = make_conninfo(server_url, dbname=TEMPLATE)
-    Migrator(url).apply()
-    return url
+    url = create_database(server, TEMPLATE)
+    try:
+        Migrator(url).apply()
+        yield url
+    finally:
+        _drop_database(server.url, url)
 
 
 class Clones:
@@ -59,7 +189,7 @@ class Clones:
     def _fill(self) -> None:
         with psycopg.connect(self.server_url, autocommit=True) as conn:
             while not self.stopping.is_set():
-                name = f"test_{secrets.token_hex(6)}"
+                name = f"{PREFIX}{secrets.token_hex(6)}"
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                         sql.Identifier(name), sql.Identifier(self.template)
@@ -71,15 +201,22 @@ class Clones:
                         break
                     except queue.Full:
                         continue
+                else:  # made after the session stopped asking: nobody else will drop it
+                    conn.execute(
+                        sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
+                    )
 
     def take(self) -> str:
         """The URL of a fresh clone of the template, this caller's alone."""
         return make_conninfo(self.server_url, dbname=self.ready.get(timeout=120))
 
     def stop(self) -> None:
+        """Stop making clones and drop those nobody took (on a shared server they would stay)."""
         self.stopping.set()
         for thread in self.threads:
             thread.join(timeout=30)
+        while not self.ready.empty():
+            _drop_database(self.server_url, make_conninfo(self.server_url, dbname=self.ready.get()))
 
 
 def _drop_database(server_url: str, url: str) -> None:
@@ -104,30 +241,20 @@ def database_url(server_url: str, clones: Clones) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def shared_database_url(server_url: str, template_url: str) -> Iterator[str]:
+def shared_database_url(server: Server, template_url: str) -> Iterator[str]:
     """One migrated database for a whole test module, for tests that write nothing (bad
     input) or only rows of their own: a clone per test would cost more than the test."""
-    name = f"test_shared_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE)
-            )
-        )
-    url = make_conninfo(server_url, dbname=name)
+    url = create_database(server, f"{PREFIX}shared_{secrets.token_hex(4)}", TEMPLATE)
     yield url
-    _drop_database(server_url, url)
+    _drop_database(server.url, url)
 
 
 @pytest.fixture
-def empty_database_url(server_url: str) -> Iterator[str]:
+def empty_database_url(server: Server) -> Iterator[str]:
     """A fresh database with nothing in it, for migration tests."""
-    name = f"test_empty_{secrets.token_hex(6)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(server_url, dbname=name)
+    url = create_database(server, f"{PREFIX}empty_{secrets.token_hex(6)}")
     yield url
-    _drop_database(server_url, url)
+    _drop_database(server.url, url)
 
 
 @pytest.fixture
@@ -182,9 +309,12 @@ async def wait_for_lock_waiters(conn: psycopg.AsyncConnection[Any], count: int =
 
 
 @pytest.fixture
-def login_as(server_url: str, database_url: str) -> Iterator[Any]:
+def login_as(server: Server, database_url: str) -> Iterator[Any]:
     """`login_as("agentdb_app")`: a new LOGIN role that is a member of that group role, and
     the URL of this test's database for it. The roles are dropped after the test."""
+    if not (server.is_superuser or server.can_create_roles):
+        pytest.skip(f"needs CREATEROLE: role {server.user} may not create the test's logins")
+    server_url = server.url
     made: list[str] = []
 
     def make(group: str) -> str:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -37,6 +38,16 @@ def run(
         text=True,
         env={**os.environ, **(env or {})},
         timeout=120,
+    )
+
+
+def yoyo_url_of(url: str) -> str:
+    """The database's URL as the yoyo CLI reads it (a postgresql+psycopg:// URL)."""
+    params: dict[str, Any] = conninfo_to_dict(url)
+    password = f":{quote(str(params['password']), safe='')}" if params.get("password") else ""
+    query = f"host={quote(str(params['host']), safe='/')}&port={params.get('port') or 5432}"
+    return (
+        f"postgresql+psycopg://{quote(str(params['user']))}{password}@/{params['dbname']}?{query}"
     )
 
 
@@ -220,11 +231,13 @@ def test_db_parts_from_the_environment_are_used(
     params: dict[str, Any] = conninfo_to_dict(empty_database_url)
     env = {
         "DB_HOST": str(params["host"]),
+        "DB_PORT": str(params.get("port") or 5432),
         "DB_NAME": str(params["dbname"]),
         "DB_USER": str(params["user"]),
         "AGENTDB_PGDATA": str(tmp_path / "pgdata"),
     }
-    env = {key: value for key, value in env.items()}
+    if params.get("password"):
+        env["DB_PASSWORD"] = str(params["password"])
     os_env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     result = subprocess.run(
         [*agentdb_command, "migrate"],
@@ -241,8 +254,7 @@ def test_db_parts_from_the_environment_are_used(
 def test_plain_yoyo_cli_applies_the_folder_and_rolls_it_all_back(empty_database_url: str) -> None:
     import sys
 
-    params: dict[str, Any] = conninfo_to_dict(empty_database_url)
-    yoyo_url = f"postgresql+psycopg://{params['user']}@/{params['dbname']}?host={params['host']}"
+    yoyo_url = yoyo_url_of(empty_database_url)
     yoyo = [str(Path(sys.executable).with_name("yoyo"))]
     applied = run(yoyo, "apply", "--batch", "--database", yoyo_url, str(MIGRATIONS))
     assert applied.returncode == 0, applied.stderr
