@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from app.database.migrations import MigrationError, Migrator, default_migrations_dir, verify
 
@@ -97,6 +97,40 @@ def test_verify_fails_on_a_migration_that_is_not_idempotent(
     )
     with pytest.raises(MigrationError, match=r"0099_not_idempotent\.sql fails when run again"):
         verify(server_url, migrations_copy, log=lambda line: None)
+
+
+def test_verify_fails_on_a_rollback_that_leaves_a_privilege_behind(
+    server_url: str, migrations_copy: Path
+) -> None:
+    # pg_dump --no-privileges, which verify compared before, does not see this one.
+    (migrations_copy / "0099_leave_a_grant.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS messaging.extra (id int);\n"
+    )
+    (migrations_copy / "0099_leave_a_grant.rollback.sql").write_text(
+        "DROP TABLE IF EXISTS messaging.extra;\nGRANT CREATE ON SCHEMA public TO PUBLIC;\n"
+    )
+    with pytest.raises(MigrationError, match=r"^rollback is not exact") as raised:
+        verify(server_url, migrations_copy, log=lambda line: None)
+    assert "+schema public acl=" in str(raised.value)
+
+
+@pytest.fixture
+def role_without_createdb(server_url: str, login_as: Any) -> str:
+    """A login that may not create databases (a member of agentdb_readonly), its URL on the
+    session's maintenance database."""
+    login = str(conninfo_to_dict(login_as("agentdb_readonly"))["user"])
+    return make_conninfo(server_url, user=login)
+
+
+def test_verify_says_it_needs_createdb_when_the_role_lacks_it(
+    role_without_createdb: str, agentdb_command: list[str]
+) -> None:
+    with pytest.raises(MigrationError, match=r"^verify needs CREATEDB: role login_readonly_"):
+        verify(role_without_createdb, log=lambda line: None)
+    result = run(agentdb_command, "verify", "--database", role_without_createdb)
+    assert result.returncode == 1
+    assert result.stderr.startswith("agentdb: error: verify needs CREATEDB: ")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_migrate_prints_each_applied_migration_then_nothing_the_second_time(

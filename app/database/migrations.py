@@ -85,6 +85,268 @@ SLOW_STATEMENT_SECONDS = 5.0
 
 SELECT_DOMAIN_SCHEMAS = "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(%s)"
 
+# schema_snapshot ---------------------------------------------------------------------------
+# Each statement describes one kind of object, one text line per object, from pg_catalog: what
+# the migrations made (schemas, relations with their options and privileges, columns, constraints,
+# indexes, functions, triggers, policies, types, statistics objects, default privileges,
+# extensions, comments). Objects made by initdb (oid below 16384, FirstNormalObjectId), objects
+# an extension owns and the bookkeeping tables are left out. Owners are left out (the role that
+# migrates owns everything), and so are column options a server build may add on its own: of
+# the attribute options only n_distinct and n_distinct_inherited are settable, and kept.
+
+SET_EMPTY_SEARCH_PATH = "SET search_path = ''"
+
+# The migration bookkeeping: yoyo's tables and our checksum table.
+BOOKKEEPING_TABLES = [
+    "_yoyo_migration",
+    "_yoyo_log",
+    "_yoyo_version",
+    "yoyo_lock",
+    "_agentdb_migration_checksum",
+]
+
+SNAPSHOT_SCHEMAS = """
+SELECT pg_catalog.concat_ws(' ', 'schema', pg_catalog.quote_ident(n.nspname),
+    'acl=' || ARRAY(SELECT a::text FROM pg_catalog.unnest(n.nspacl) AS a ORDER BY 1)::text)
+FROM pg_catalog.pg_namespace AS n
+WHERE (n.oid >= 16384 OR n.nspname = 'public')
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+"""
+
+# Tables, views, materialized views, sequences and foreign tables, with what ALTER TABLE sets.
+SNAPSHOT_RELATIONS = """
+SELECT pg_catalog.concat_ws(' ', 'relation', c.oid::pg_catalog.regclass::text,
+    'kind=' || c.relkind::text, 'persistence=' || c.relpersistence::text,
+    'rls=' || c.relrowsecurity, 'force_rls=' || c.relforcerowsecurity,
+    'replica_identity=' || c.relreplident::text,
+    'options=' || ARRAY(SELECT o FROM pg_catalog.unnest(c.reloptions) AS o ORDER BY 1)::text,
+    'acl=' || ARRAY(SELECT a::text FROM pg_catalog.unnest(c.relacl) AS a ORDER BY 1)::text,
+    'partition_key=' || pg_catalog.pg_get_partkeydef(c.oid),
+    'partition_of=' || pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+    'view=' || CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END,
+    'sequence=' || (
+        SELECT pg_catalog.concat_ws(',', s.seqtypid::pg_catalog.regtype::text, s.seqstart,
+            s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
+        FROM pg_catalog.pg_sequence AS s
+        WHERE s.seqrelid = c.oid
+    ))
+FROM pg_catalog.pg_class AS c
+WHERE c.oid >= 16384
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND c.relpersistence <> 't'
+  AND c.relname <> ALL(%(bookkeeping)s)
+  AND c.relnamespace <> 'pg_toast'::pg_catalog.regnamespace
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.objid = c.oid
+        AND d.deptype = 'e'
+  )
+"""
+
+# Columns in their order (dropped ones left out), with type, default, nullability, generation.
+SNAPSHOT_COLUMNS = """
+SELECT pg_catalog.concat_ws(' ', 'column', c.oid::pg_catalog.regclass::text,
+    pg_catalog.quote_ident(a.attname),
+    'position=' || pg_catalog.row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum),
+    pg_catalog.format_type(a.atttypid, a.atttypmod),
+    CASE WHEN a.attnotnull THEN 'not null' END,
+    'default=' || pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
+    'identity=' || NULLIF(a.attidentity::text, ''),
+    'generated=' || NULLIF(a.attgenerated::text, ''),
+    'collation=' || CASE WHEN a.attcollation <> t.typcollation
+                         THEN a.attcollation::pg_catalog.regcollation::text END,
+    'storage=' || a.attstorage::text,
+    'compression=' || NULLIF(a.attcompression::text, ''),
+    'statistics=' || NULLIF(a.attstattarget, -1),
+    'options=' || NULLIF(ARRAY(
+        SELECT o FROM pg_catalog.unnest(a.attoptions) AS o
+        WHERE o LIKE 'n\\_distinct%%' ORDER BY 1
+    )::text, '{}'),
+    'acl=' || ARRAY(SELECT x::text FROM pg_catalog.unnest(a.attacl) AS x ORDER BY 1)::text)
+FROM pg_catalog.pg_attribute AS a
+JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_attrdef AS ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE c.oid >= 16384
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
+  AND c.relname <> ALL(%(bookkeeping)s)
+  AND a.attnum > 0
+  AND NOT a.attisdropped
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.objid = c.oid
+        AND d.deptype = 'e'
+  )
+"""
+
+# Table and domain constraints.
+SNAPSHOT_CONSTRAINTS = """
+SELECT pg_catalog.concat_ws(' ', 'constraint',
+    COALESCE(con.conrelid::pg_catalog.regclass::text, con.contypid::pg_catalog.regtype::text),
+    pg_catalog.quote_ident(con.conname), pg_catalog.pg_get_constraintdef(con.oid),
+    CASE WHEN NOT con.convalidated THEN 'not validated' END)
+FROM pg_catalog.pg_constraint AS con
+LEFT JOIN pg_catalog.pg_class AS c ON c.oid = con.conrelid
+WHERE con.oid >= 16384
+  AND (c.relname IS NULL OR c.relname <> ALL(%(bookkeeping)s))
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.objid IN (con.conrelid, con.contypid)
+        AND d.deptype = 'e'
+  )
+"""
+
+SNAPSHOT_INDEXES = """
+SELECT pg_catalog.concat_ws(' ', 'index', pg_catalog.pg_get_indexdef(i.indexrelid),
+    CASE WHEN NOT i.indisvalid THEN 'invalid' END,
+    CASE WHEN i.indisclustered THEN 'clustered' END,
+    CASE WHEN i.indisreplident THEN 'replica identity' END,
+    'options=' || ARRAY(SELECT o FROM pg_catalog.unnest(ic.reloptions) AS o ORDER BY 1)::text)
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS ic ON ic.oid = i.indexrelid
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indrelid
+WHERE ic.oid >= 16384
+  AND c.relname <> ALL(%(bookkeeping)s)
+  AND c.relnamespace <> 'pg_toast'::pg_catalog.regnamespace
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.objid = c.oid
+        AND d.deptype = 'e'
+  )
+"""
+
+# Functions and procedures by their full definition (language, volatility, cost, settings,
+# security), aggregates and window functions by their signature; with their privileges.
+SNAPSHOT_FUNCTIONS = """
+SELECT pg_catalog.concat_ws(' ', 'function', p.oid::pg_catalog.regprocedure::text,
+    CASE WHEN p.prokind IN ('f', 'p') THEN pg_catalog.pg_get_functiondef(p.oid)
+         ELSE 'kind=' || p.prokind::text END,
+    'acl=' || ARRAY(SELECT a::text FROM pg_catalog.unnest(p.proacl) AS a ORDER BY 1)::text)
+FROM pg_catalog.pg_proc AS p
+WHERE p.oid >= 16384
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+        AND d.objid = p.oid
+        AND d.deptype = 'e'
+  )
+"""
+
+SNAPSHOT_TRIGGERS = """
+SELECT pg_catalog.concat_ws(' ', 'trigger', pg_catalog.pg_get_triggerdef(t.oid),
+    'enabled=' || t.tgenabled::text)
+FROM pg_catalog.pg_trigger AS t
+JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
+WHERE NOT t.tgisinternal
+  AND c.relname <> ALL(%(bookkeeping)s)
+"""
+
+SNAPSHOT_POLICIES = """
+SELECT pg_catalog.concat_ws(' ', 'policy', pol.polrelid::pg_catalog.regclass::text,
+    pg_catalog.quote_ident(pol.polname),
+    CASE WHEN pol.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+    'command=' || pol.polcmd::text,
+    'roles=' || ARRAY(
+        SELECT CASE WHEN r = 0 THEN 'public' ELSE r::pg_catalog.regrole::text END
+        FROM pg_catalog.unnest(pol.polroles) AS r ORDER BY 1
+    )::text,
+    'using=' || pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+    'check=' || pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid))
+FROM pg_catalog.pg_policy AS pol
+JOIN pg_catalog.pg_class AS c ON c.oid = pol.polrelid
+WHERE c.relname <> ALL(%(bookkeeping)s)
+"""
+
+# Enums, domains, composite and range types (a table's row type and array types come with
+# the table and the element type).
+SNAPSHOT_TYPES = """
+SELECT pg_catalog.concat_ws(' ', 'type', t.oid::pg_catalog.regtype::text,
+    'kind=' || t.typtype::text,
+    'base=' || CASE WHEN t.typtype = 'd'
+                    THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
+    CASE WHEN t.typnotnull THEN 'not null' END,
+    'default=' || t.typdefault,
+    'labels=' || CASE WHEN t.typtype = 'e' THEN ARRAY(
+        SELECT e.enumlabel::text FROM pg_catalog.pg_enum AS e
+        WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder
+    )::text END,
+    'acl=' || ARRAY(SELECT a::text FROM pg_catalog.unnest(t.typacl) AS a ORDER BY 1)::text)
+FROM pg_catalog.pg_type AS t
+LEFT JOIN pg_catalog.pg_class AS c ON c.oid = t.typrelid
+WHERE t.oid >= 16384
+  AND t.typtype IN ('e', 'd', 'c', 'r', 'm')
+  AND (c.relkind IS NULL OR c.relkind = 'c')
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+        AND d.objid = t.oid
+        AND d.deptype = 'e'
+  )
+"""
+
+SNAPSHOT_STATISTICS = """
+SELECT 'statistics ' || pg_catalog.pg_get_statisticsobjdef(s.oid)
+FROM pg_catalog.pg_statistic_ext AS s
+JOIN pg_catalog.pg_class AS c ON c.oid = s.stxrelid
+WHERE c.relname <> ALL(%(bookkeeping)s)
+"""
+
+SNAPSHOT_DEFAULT_PRIVILEGES = """
+SELECT pg_catalog.concat_ws(' ', 'default privileges',
+    'schema=' || COALESCE(dacl.defaclnamespace::pg_catalog.regnamespace::text, '*'),
+    'objects=' || dacl.defaclobjtype::text,
+    'acl=' || ARRAY(SELECT a::text FROM pg_catalog.unnest(dacl.defaclacl) AS a ORDER BY 1)::text)
+FROM pg_catalog.pg_default_acl AS dacl
+"""
+
+SNAPSHOT_EXTENSIONS = """
+SELECT pg_catalog.concat_ws(' ', 'extension', pg_catalog.quote_ident(e.extname),
+    'version=' || e.extversion, 'schema=' || e.extnamespace::pg_catalog.regnamespace::text)
+FROM pg_catalog.pg_extension AS e
+WHERE e.oid >= 16384
+"""
+
+# The COMMENT of every object above (an extension's own objects and initdb's left out).
+SNAPSHOT_COMMENTS = """
+SELECT pg_catalog.concat_ws(' ', 'comment',
+    pg_catalog.pg_describe_object(dsc.classoid, dsc.objoid, dsc.objsubid), '=', dsc.description)
+FROM pg_catalog.pg_description AS dsc
+LEFT JOIN pg_catalog.pg_class AS c
+    ON dsc.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.oid = dsc.objoid
+WHERE dsc.objoid >= 16384
+  AND (c.relname IS NULL OR c.relname <> ALL(%(bookkeeping)s))
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_depend AS d
+      WHERE d.classid = dsc.classoid
+        AND d.objid = dsc.objoid
+        AND d.deptype = 'e'
+  )
+"""
+
+# Those that take the bookkeeping tables' names (%(bookkeeping)s), then those that need none.
+SNAPSHOT_TABLE_STATEMENTS = (
+    SNAPSHOT_RELATIONS,
+    SNAPSHOT_COLUMNS,
+    SNAPSHOT_CONSTRAINTS,
+    SNAPSHOT_INDEXES,
+    SNAPSHOT_TRIGGERS,
+    SNAPSHOT_POLICIES,
+    SNAPSHOT_STATISTICS,
+    SNAPSHOT_COMMENTS,
+)
+SNAPSHOT_STATEMENTS = (
+    SNAPSHOT_SCHEMAS,
+    SNAPSHOT_FUNCTIONS,
+    SNAPSHOT_TYPES,
+    SNAPSHOT_DEFAULT_PRIVILEGES,
+    SNAPSHOT_EXTENSIONS,
+)
+
+
 FORWARD_TEMPLATE = Template("""\
 -- $title
 --
@@ -462,7 +724,14 @@ def verify(
     again (schema identical to the first apply). Raises MigrationError on the first failure."""
     name = f"agentdb_verify_{secrets.token_hex(4)}"
     with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            role = admin.info.user
+            raise MigrationError(
+                f"verify needs CREATEDB: role {role} may not create the throwaway database it"
+                f" works on (as a superuser: ALTER ROLE {role} CREATEDB)"
+            ) from None
         try:
             _verify_on(make_conninfo(conninfo, dbname=name), migrations_dir, log)
         finally:
@@ -536,28 +805,19 @@ def run_psql_file(conninfo: str, path: Path) -> None:
 
 
 def schema_snapshot(conninfo: str) -> str:
-    """`pg_dump --schema-only` of everything but the migration bookkeeping tables."""
-    target, env = _client_env(conninfo)
-    result = subprocess.run(
-        [
-            str(embedded.binary("pg_dump")),
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "--restrict-key=agentdb",
-            "--exclude-table=public._yoyo_*",
-            "--exclude-table=public.yoyo_lock",
-            "--exclude-table=public._agentdb_migration_checksum",
-            "-d",
-            target,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise MigrationError(f"pg_dump failed: {result.stderr.strip()}")
-    return result.stdout
+    """A description of every object the migrations create, read from pg_catalog (an entry per
+    object, sorted; a function's body spans lines), without the migration bookkeeping tables;
+    the same schema gives the same text on any server build."""
+    entries: list[str] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # Names print schema-qualified whatever the role's search_path.
+        conn.execute(SET_EMPTY_SEARCH_PATH)
+        bookkeeping = {"bookkeeping": BOOKKEEPING_TABLES}
+        for statement in SNAPSHOT_TABLE_STATEMENTS:
+            entries.extend(row[0] for row in conn.execute(statement, bookkeeping))
+        for statement in SNAPSHOT_STATEMENTS:
+            entries.extend(row[0] for row in conn.execute(statement))
+    return "\n".join(sorted(entries)) + "\n"
 
 
 def _diff(before: str, after: str) -> str:
