@@ -123,6 +123,14 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def database_prefix() -> str:
+    """How the names of this session's databases begin. (A fixture, not an import: pytest
+    loads this file as `conftest`, and an import of `tests.conftest` is another module, with
+    another session token.)"""
+    return PREFIX
+
+
+@pytest.fixture(scope="session")
 def server_url(server: Server) -> str:
     """URL of the maintenance database on the session's server."""
     return server.url

@@ -10,8 +10,6 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import PREFIX
-
 ROOT = Path(__file__).resolve().parents[1]
 
 SELECT_SERVER_START = "SELECT pg_catalog.pg_postmaster_start_time()::text"
@@ -34,19 +32,19 @@ def test_probe(database_url):
 """
 
 
-def session_databases(url: str) -> set[str]:
+def session_databases(url: str, prefix: str) -> set[str]:
     """Test databases on the server but this session's (whose clones come and go)."""
     with psycopg.connect(url) as conn:
         names = {row[0] for row in conn.execute(SELECT_SESSION_DATABASES)}
-    return {name for name in names if not name.startswith(PREFIX)}
+    return {name for name in names if not name.startswith(prefix)}
 
 
 def test_with_database_url_the_suite_runs_on_that_server_and_leaves_no_database(
-    server_url: str, tmp_path: Path, template_url: str
+    server_url: str, tmp_path: Path, template_url: str, database_prefix: str
 ) -> None:
     probe = tmp_path / "test_probe.py"
     probe.write_text(PROBE)
-    before = session_databases(server_url)
+    before = session_databases(server_url, database_prefix)
     env: dict[str, Any] = {**os.environ, "DATABASE_URL": server_url}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-s", str(probe)],
@@ -67,4 +65,5 @@ def test_with_database_url_the_suite_runs_on_that_server_and_leaves_no_database(
     database = database.split()[0]  # pytest's progress mark may follow on the line
     assert started is not None and server_started == started[0]  # the same server, not another
     assert database.startswith("agentdb_test_") and database not in before
-    assert session_databases(server_url) == before  # its template and clones were dropped
+    # Its template and its clones were dropped.
+    assert session_databases(server_url, database_prefix) == before

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from app.database.migrations import MigrationError, Migrator, default_migrations_dir, verify
+from app.database.migrations import (
+    EARLIER_CHECKSUMS,
+    MigrationError,
+    Migrator,
+    default_migrations_dir,
+    file_checksum,
+    verify,
+)
 
 MIGRATIONS = default_migrations_dir()
 FORWARD_FILES = sorted(p for p in MIGRATIONS.glob("*.sql") if not p.name.endswith(".rollback.sql"))
@@ -22,6 +33,12 @@ SELECT_SCHEMAS = """
 SELECT nspname FROM pg_catalog.pg_namespace
 WHERE nspname IN ('messaging', 'tasks', 'agents', 'telegram')
 ORDER BY nspname
+"""
+
+SELECT_HAS_VECTOR = "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'vector')"
+
+SELECT_VECTOR_IS_PREINSTALLED = """
+SELECT is_preinstalled FROM public.agentdb_extensions WHERE extname = 'vector'
 """
 
 SELECT_APPLY_COUNTS = """
@@ -76,8 +93,9 @@ def test_every_forward_migration_has_a_rollback_file() -> None:
 
 
 def test_migration_files_are_numbered_without_gaps() -> None:
+    # From 0000: 0000_record_preinstalled_extensions must run before 0001 on a fresh database.
     numbers = [int(p.name.split("_", 1)[0]) for p in FORWARD_FILES]
-    assert numbers == list(range(1, len(numbers) + 1))
+    assert numbers == list(range(len(numbers)))
 
 
 def test_verify_proves_every_migration_idempotent_and_reversible(server_url: str) -> None:
@@ -236,16 +254,21 @@ def test_rollback_to_keeps_that_migration_and_removes_the_later_ones(
     migrator = Migrator(empty_database_url)
     migrator.apply()
     undone = migrator.rollback(to="0003_create_schemas")
-    assert undone == [p.stem for p in reversed(FORWARD_FILES[3:])]
+    kept = [p.stem for p in FORWARD_FILES].index("0003_create_schemas") + 1
+    assert undone == [p.stem for p in reversed(FORWARD_FILES[kept:])]
     assert schemas(empty_database_url) == ["agents", "messaging", "tasks", "telegram"]
     assert not table_exists(empty_database_url, "messaging.chats")
 
 
-def test_rollback_of_everything_removes_the_schemas(empty_database_url: str) -> None:
+def test_rollback_of_everything_removes_the_schemas_and_the_extension_it_installed(
+    empty_database_url: str,
+) -> None:
     migrator = Migrator(empty_database_url)
     migrator.apply()
+    assert is_preinstalled(empty_database_url) is False
     migrator.rollback(count=None)
     assert schemas(empty_database_url) == []
+    assert not has_vector(empty_database_url)
 
 
 def test_database_url_is_used_and_no_embedded_server_is_started(
@@ -286,8 +309,6 @@ def test_db_parts_from_the_environment_are_used(
 
 
 def test_plain_yoyo_cli_applies_the_folder_and_rolls_it_all_back(empty_database_url: str) -> None:
-    import sys
-
     yoyo_url = yoyo_url_of(empty_database_url)
     yoyo = [str(Path(sys.executable).with_name("yoyo"))]
     applied = run(yoyo, "apply", "--batch", "--database", yoyo_url, str(MIGRATIONS))
@@ -296,6 +317,115 @@ def test_plain_yoyo_cli_applies_the_folder_and_rolls_it_all_back(empty_database_
     rolled_back = run(yoyo, "rollback", "--all", "--batch", "--database", yoyo_url, str(MIGRATIONS))
     assert rolled_back.returncode == 0, rolled_back.stderr
     assert schemas(empty_database_url) == []
+    assert not has_vector(empty_database_url)  # the migrations installed it
+
+
+# Extension ownership ------------------------------------------------------------------------
+
+# 0001's rollback file as it was released, before it dropped vector only if the migrations
+# installed it; a database migrated with it recorded this file's checksum.
+RELEASED_0001_ROLLBACK = """\
+-- Rollback of 0001_create_vector_extension.sql: removes pgvector.
+--
+-- No CASCADE: if a column still uses the vector type (a later migration was not rolled
+-- back), this fails instead of silently dropping that column and its data.
+
+DROP EXTENSION IF EXISTS vector;
+"""
+
+
+@pytest.fixture
+def owned_database(
+    superuser: Any, server_url: str, template_url: str, database_prefix: str
+) -> Iterator[tuple[str, str]]:
+    """A database owned by a new login that is not a superuser (CREATEROLE and the ADMIN
+    OPTION of the group roles, which the template's migration made, as README's owner has),
+    with vector created beforehand by the superuser: the owner's URL and the superuser's."""
+    suffix = secrets.token_hex(4)
+    owner, name = f"schema_owner_{suffix}", f"{database_prefix}owned_{suffix}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE NOSUPERUSER").format(sql.Identifier(owner))
+        )
+        for group in ("agentdb_app", "agentdb_worker", "agentdb_readonly"):
+            admin.execute(
+                sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+                    sql.Identifier(group), sql.Identifier(owner)
+                )
+            )
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
+        )
+    superuser_url = make_conninfo(server_url, dbname=name)
+    with psycopg.connect(superuser_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    try:
+        yield make_conninfo(superuser_url, user=owner), superuser_url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner)))
+
+
+def has_vector(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(SELECT_HAS_VECTOR).fetchone()
+        return row is not None and bool(row[0])
+
+
+def is_preinstalled(url: str) -> bool | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(SELECT_VECTOR_IS_PREINSTALLED).fetchone()
+        return None if row is None else bool(row[0])
+
+
+def test_an_owner_who_is_not_a_superuser_rolls_back_everything_and_leaves_a_preinstalled_vector(
+    owned_database: tuple[str, str], agentdb_command: list[str]
+) -> None:
+    owner_url, superuser_url = owned_database
+    migrated = run(agentdb_command, "migrate", "--database", owner_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert is_preinstalled(owner_url) is True
+
+    rolled_back = run(agentdb_command, "rollback", "--all", "--database", owner_url)
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert schemas(owner_url) == [] and has_vector(owner_url)
+
+    yoyo = [str(Path(sys.executable).with_name("yoyo"))]
+    owner_yoyo_url = yoyo_url_of(owner_url)
+    applied = run(yoyo, "apply", "--batch", "--database", owner_yoyo_url, str(MIGRATIONS))
+    assert applied.returncode == 0, applied.stderr
+    assert schemas(owner_url) == ["agents", "messaging", "tasks", "telegram"]
+    rolled_back = run(
+        yoyo, "rollback", "--all", "--batch", "--database", owner_yoyo_url, str(MIGRATIONS)
+    )
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert schemas(owner_url) == [] and has_vector(superuser_url)
+
+
+def test_a_database_migrated_before_0000_records_the_vector_its_role_owns_as_the_migrations(
+    empty_database_url: str, migrations_copy: Path
+) -> None:
+    for path in migrations_copy.glob("0000_*"):
+        path.unlink()
+    (migrations_copy / "0001_create_vector_extension.rollback.sql").write_text(
+        RELEASED_0001_ROLLBACK
+    )
+    released = Migrator(empty_database_url, migrations_copy)
+    released.apply()
+    (first,) = [m for m in released.migrations() if m.id == "0001_create_vector_extension"]
+    assert file_checksum(first) in EARLIER_CHECKSUMS[first.id]
+    migrator = Migrator(empty_database_url)
+    assert not any(row.is_drifted for row in migrator.status())
+
+    assert migrator.apply() == ["0000_record_preinstalled_extensions"]  # no drift refused it
+    assert is_preinstalled(empty_database_url) is False
+    migrator.rollback(count=None)
+    assert schemas(empty_database_url) == [] and not has_vector(empty_database_url)
 
 
 def test_new_migration_gets_the_next_number_and_its_template_passes_verify(
@@ -305,7 +435,7 @@ def test_new_migration_gets_the_next_number_and_its_template_passes_verify(
         agentdb_command, "--migrations", str(migrations_copy), "new", "Add example things!"
     )
     assert result.returncode == 0, result.stderr
-    number = len(FORWARD_FILES) + 1
+    number = len(FORWARD_FILES)  # numbered from 0000
     forward = migrations_copy / f"{number:04d}_add_example_things.sql"
     assert forward.exists() and forward.with_suffix(".rollback.sql").exists()
     verify(server_url, migrations_copy, log=lambda line: None)

@@ -61,6 +61,17 @@ CREATE TABLE IF NOT EXISTS public._agentdb_migration_checksum (
 
 SELECT_CHECKSUMS = "SELECT migration_id, sha256 FROM public._agentdb_migration_checksum"
 
+# Checksums an applied migration may have recorded before one of its files was changed on
+# purpose: a database holding one is not drifted, and records the file as it is now.
+# 0001's rollback was `DROP EXTENSION IF EXISTS vector`, which failed for an owner of the
+# schemas who is not the extension's and dropped a vector a superuser had installed; it now
+# drops vector only if the migrations installed it (see its header and migration 0000).
+EARLIER_CHECKSUMS = {
+    "0001_create_vector_extension": {
+        "e13e86533521a0439b4a5994679e1ff7e4eb375372ec98f9bb2e90a3ea521101",
+    },
+}
+
 UPSERT_CHECKSUM = """
 INSERT INTO public._agentdb_migration_checksum (migration_id, sha256)
 VALUES (%s, %s)
@@ -554,7 +565,7 @@ class Migrator:
             drifted = (
                 applied_at is not None
                 and migration.id in recorded
-                and recorded[migration.id] != file_checksum(migration)
+                and _is_drifted(migration.id, recorded[migration.id], file_checksum(migration))
             )
             result.append(MigrationStatus(migration.id, _utc(applied_at), drifted))
         for missing_id, applied_at in sorted(applied.items()):
@@ -643,11 +654,15 @@ class Migrator:
             if migration.hash not in applied:
                 continue
             current = file_checksum(migration)
-            if migration.id not in recorded or accept:
-                # Applied by plain yoyo (no checksum yet), or drift accepted: record the file as is.
-                conn.execute(UPSERT_CHECKSUM, [migration.id, current])
-            elif recorded[migration.id] != current:
+            stored = recorded.get(migration.id)
+            if stored == current:
+                continue
+            if stored is not None and not accept and _is_drifted(migration.id, stored, current):
                 drifted.append(migration.id)
+            else:
+                # Applied by plain yoyo (no checksum yet), drift accepted, or a checksum from
+                # before a file was changed on purpose (EARLIER_CHECKSUMS): record the file.
+                conn.execute(UPSERT_CHECKSUM, [migration.id, current])
         if drifted:
             raise MigrationError(
                 "checksum drift: applied migration(s) edited after they were applied: "
@@ -655,6 +670,12 @@ class Migrator:
                 + " (restore the file and put the change in a new migration;"
                 " --accept-drift records the files as they are now)"
             )
+
+
+def _is_drifted(migration_id: str, recorded: str, current: str) -> bool:
+    """Whether an applied migration's files differ from those recorded when it ran (a checksum
+    from before an intended change, EARLIER_CHECKSUMS, is no drift)."""
+    return recorded != current and recorded not in EARLIER_CHECKSUMS.get(migration_id, set())
 
 
 def _acquire_migration_lock(conn: psycopg.Connection[Any]) -> None:
