@@ -100,9 +100,9 @@ class ExecutionContext:
         return self._cancel_requested
 
     async def heartbeat(self) -> bool:
-        """Renew the heartbeat now (the worker also does every heartbeat_interval); False
-        when the run should stop: a cancel was requested, or the run is no longer this
-        worker's."""
+        """Renew the heartbeat now; False when the run should stop. The worker also renews
+        it every heartbeat_interval; the run should stop when a cancel was requested, or
+        when it is no longer this worker's."""
         try:
             async with self._db.connection() as conn:
                 going_on = await heartbeat_execution(
@@ -538,9 +538,9 @@ async def run_worker(
     shutdown_grace: float = 30.0,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run executions of `agent_names` (default: the agents in `handlers`) with their
-    handlers, at most `concurrency` at once, until `stop` is set; then shut down cleanly
-    (see the module's docstring) and return.
+    """Run executions with their handlers, at most `concurrency` at once, until `stop` is
+    set. It runs those of `agent_names` (default: the agents in `handlers`); once `stop` is
+    set, it shuts down cleanly (see the module's docstring) and returns.
 
     `worker_id` defaults to host:pid. `stale_after` must exceed `heartbeat_interval`
     (several times over: a run is taken back when it has not been heard of for that long).

@@ -121,9 +121,9 @@ class ExecutionCreate(InputModel):
 
 @with_config(ConfigDict(extra="forbid"))
 class ExecutionCreateDict(TypedDict):
-    """The fields of `ExecutionCreate` as a dict: `enqueue_executions` validates a batch of
-    these in one call (a test holds the two types together); a key left out takes
-    ExecutionCreate's default."""
+    """The fields of `ExecutionCreate` as a dict, for callers of `enqueue_executions` that
+    pass dicts. It validates a batch of these in one call (a test holds the two types
+    together); a key left out takes ExecutionCreate's default."""
 
     agent_name: Name
     input: NotRequired[JsonObject]
@@ -255,8 +255,8 @@ class ToolHit(BaseModel):
 
 
 class ToolSync(BaseModel):
-    """What `sync_tools` did: tools inserted, updated (changed, or offered again), disabled
-    (no longer offered) and found unchanged."""
+    """What `sync_tools` did: how many tools it inserted, updated, disabled and found
+    unchanged. Updated: changed, or offered again; disabled: no longer offered."""
 
     inserted: int
     updated: int

@@ -790,10 +790,10 @@ async def claim_executions(
     agent_names: Sequence[str] | None = None,
     limit: int = 10,
 ) -> list[Execution]:
-    """Move up to `limit` executions from the queue head (of `agent_names`, else any agent)
-    to running for `worker_id`, in one statement; highest priority first, then run_after,
-    then age. Each claim raises the execution's `attempt`: the fencing token that the
-    worker passes back to heartbeat, complete, fail and cancel."""
+    """Move up to `limit` queued executions to running for `worker_id`, in one statement.
+    They come from the queue head (of `agent_names`, else any agent): highest priority
+    first, then run_after, then age. Each claim raises the execution's `attempt`: the
+    fencing token that the worker passes back to heartbeat, complete, fail and cancel."""
     data = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=limit)
     params = {"worker_id": data.worker_id, "agent_names": data.agent_names, "limit": data.limit}
     async with conn.cursor(row_factory=EXECUTION_ROW) as cursor:
@@ -912,9 +912,9 @@ async def complete_executions(
     *,
     worker_id: str,
 ) -> set[UUID]:
-    """Mark many of `worker_id`'s runs succeeded in one statement, each given as (execution
-    id, attempt, ExecutionResult); return the ids it completed. A run missing from the
-    result was no longer this worker's (requeued, claimed again): it was left as it is."""
+    """Mark many of `worker_id`'s runs succeeded in one statement; return the ids it
+    completed. Each is given as (execution id, attempt, ExecutionResult). A run missing from
+    the result was no longer this worker's (requeued, claimed again): it was left as it is."""
     params = _ack_params(results, worker_id)
     if not params["ids"]:
         return set()
@@ -931,9 +931,10 @@ async def complete_and_claim_executions(
     agent_names: Sequence[str] | None = None,
     limit: int = 10,
 ) -> tuple[set[UUID], list[Execution]]:
-    """`complete_executions(results)` and `claim_executions(limit=limit)` in one statement:
-    a worker's acknowledgements ride on its next claim, one round trip for both. Returns
-    the ids completed (the others were no longer held) and the executions claimed."""
+    """Complete a worker's runs and claim its next ones in one statement. That is
+    `complete_executions(results)` and `claim_executions(limit=limit)` together: a worker's
+    acknowledgements ride on its next claim, one round trip for both. Returns the ids
+    completed (the others were no longer held) and the executions claimed."""
     claim = validated(ClaimInput, worker_id=worker_id, agent_names=agent_names, limit=limit)
     params = _ack_params(results, worker_id)
     params["agent_names"] = claim.agent_names
@@ -956,8 +957,8 @@ async def fail_execution(
     worker_id: str | None = None,
     attempt: int | None = None,
 ) -> Execution:
-    """Record a failed attempt: back to queued while `retry` and attempts remain, else failed
-    (cancelled, if a cancel was requested).
+    """Record a failed attempt: back to queued while `retry` and attempts remain, else
+    failed. An execution whose cancel was requested ends cancelled instead.
 
     A retry waits `retry_in` (for example a provider's Retry-After), else 2^attempt seconds
     (at most an hour) times a random factor in [0.5, 1). A worker names itself and its
@@ -1021,9 +1022,9 @@ async def release_executions(
     *,
     worker_id: str,
 ) -> set[UUID]:
-    """Give back runs `worker_id` holds but will not finish (it is shutting down), given as
-    (execution id, attempt) pairs: queued again in their place, the attempt not counted (a run
-    whose cancel was requested ends cancelled). Returns the ids released."""
+    """Give back runs `worker_id` holds but will not finish (it is shutting down); return
+    the ids released. Given as (execution id, attempt) pairs, they are queued again in their
+    place, the attempt not counted (a run whose cancel was requested ends cancelled)."""
     fence = validated(FenceInput, worker_id=worker_id)
     ids, attempts = _claim_arrays(claims)
     if not ids:
@@ -1082,8 +1083,8 @@ async def list_executions(
 
 @database_errors
 async def requeue_stale_executions(conn: AsyncConnection[Any], *, older_than: timedelta) -> int:
-    """Take back running executions whose heartbeat is older than `older_than` (their
-    worker died or hangs); return how many changed.
+    """Take back running executions whose heartbeat is older than `older_than`; return how
+    many. Their worker died or hangs.
 
     Each goes back to queued (runnable at once) if attempts remain, else ends as failed, or
     cancelled if a cancel was requested; `error` says it went stale. The worker that lost it
@@ -1101,8 +1102,8 @@ async def execution_stats(
     agent_name: str | None = None,
     since: datetime | None = None,
 ) -> ExecutionStats:
-    """Counts by status, success rate, p50/p95 duration, tokens and cost of the executions
-    created at or after `since` (of `agent_name`, else of every agent)."""
+    """Counts by status, success rate, p50/p95 duration, tokens and cost of executions. They
+    are the executions created at or after `since`, of `agent_name` (else of every agent)."""
     data = validated(StatsFilterInput, agent_name=agent_name, since=since)
     params = {"agent_name": data.agent_name, "since": data.since or ALL_TIME}
     query = EXECUTION_STATS if data.agent_name is None else EXECUTION_STATS_FOR_AGENT

@@ -311,8 +311,8 @@ async def upsert_mcp_server(
     owner_id: UUID | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> McpServer:
-    """Create the server `name` of `owner_id` (None: shared by every owner), or update its
-    transport, endpoint and config (a deleted one comes back)."""
+    """Create the server `name` of `owner_id`, or update its transport, endpoint and config.
+    `owner_id` None: shared by every owner; a deleted server comes back."""
     data = validated(
         McpServerInput,
         name=name,
@@ -351,8 +351,8 @@ async def delete_mcp_server(conn: AsyncConnection[Any], server_id: UUID) -> None
 
 
 def content_hash(tool: ToolSpec) -> str:
-    """SHA-256 (hex) of a tool's name, description and input schema, as sync_tools stores it:
-    JSON with sorted keys, so that the same schema always hashes the same."""
+    """SHA-256 (hex) of a tool's name, description and input schema, as sync_tools stores
+    it. It hashes JSON with sorted keys, so that the same schema always hashes the same."""
     return _hash(tool.name, tool.description, tool.input_schema)
 
 
@@ -372,11 +372,11 @@ async def sync_tools(
     server_id: UUID,
     tools: Sequence[ToolSpec | Mapping[str, Any]],
 ) -> ToolSync:
-    """Make the server's stored tools what it offers now: new tools inserted, changed ones
-    updated (their embedding cleared when the content hash changed), ones no longer offered
-    disabled (never deleted: their calls keep pointing at them). One transaction (the
-    caller's, else its own) and at most three statements whatever the number of tools;
-    syncs of one server run one after the other.
+    """Make the server's stored tools what it offers now, in one transaction. New tools are
+    inserted, changed ones updated (their embedding cleared when the content hash changed),
+    ones no longer offered disabled (never deleted: their calls keep pointing at them). The
+    transaction is the caller's, else its own, with at most three statements whatever the
+    number of tools; syncs of one server run one after the other.
 
     Each offered tool is hashed as it is given; one whose hash matches an enabled stored
     tool's is unchanged and is left alone. The others are validated (InvalidInputError
@@ -442,9 +442,9 @@ async def select_tools(
     owner_id: UUID | None = None,
     server_ids: Sequence[UUID] | None = None,
 ) -> list[ToolHit]:
-    """The `limit` enabled, embedded tools nearest to `embedding` (cosine), best first, of
-    enabled live servers that are shared or `owner_id`'s (None: shared only), optionally only
-    of `server_ids`. Fewer only when fewer such tools exist."""
+    """The `limit` enabled, embedded tools nearest to `embedding` (cosine), best first. They
+    are of enabled live servers that are shared or `owner_id`'s (None: shared only),
+    optionally only of `server_ids`. Fewer only when fewer such tools exist."""
     # Checked field by field, without a model around them: this runs for every agent step.
     count = as_int(limit, "limit", minimum=1, maximum=MAX_SELECT_LIMIT)
     servers = None
@@ -505,7 +505,8 @@ async def finish_tool_call(
     error: str | None = None,
 ) -> ToolCall:
     """Finish a running call: failed with `error` if one is given, else succeeded with
-    `result` (any JSON value, at most 64 KiB). A call finished already → ConflictError."""
+    `result`. `result` is any JSON value of at most 64 KiB. A call finished already →
+    ConflictError."""
     call_id = as_uuid(tool_call_id, "tool_call_id")
     data = validated(ToolCallFinish, result=result, error=error)
     if data.error is not None and data.result is not None:
@@ -544,8 +545,9 @@ async def list_tool_calls(conn: AsyncConnection[Any], execution_id: UUID) -> lis
 async def tool_call_stats(
     conn: AsyncConnection[Any], *, since: Any = None, tool_name: str | None = None
 ) -> list[ToolCallStats]:
-    """Per tool (or only `tool_name`), over calls started since `since`: calls, failures,
-    failure rate, and the median and 95th percentile of finished calls' durations."""
+    """Per tool, the calls started since `since`: how many, failures, failure rate, p50 and
+    p95 duration. With `tool_name`, only that tool; the durations are those of finished
+    calls."""
     data = validated(ToolStatsInput, since=since, tool_name=tool_name)
     async with conn.cursor(row_factory=TOOL_CALL_STATS_ROW) as cursor:
         await cursor.execute(SELECT_TOOL_CALL_STATS, data.model_dump())

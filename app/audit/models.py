@@ -34,8 +34,9 @@ class AuditEvent(BaseModel):
 
 
 class ErasureReport(BaseModel):
-    """What `erase_owner` removed: rows per table ("schema.table", in the order erased,
-    tables with none included) and the id of the one 'erase' event that records it."""
+    """What `erase_owner` removed: rows per table and the id of the 'erase' event that
+    records it. Tables are named "schema.table", in the order erased, those with none
+    included."""
 
     owner_id: UUID
     deleted: dict[str, int]

@@ -226,8 +226,8 @@ async def erase_owner(conn: AsyncConnection[Any], owner_id: UUID) -> ErasureRepo
 
 @database_errors
 async def purge_deleted(conn: AsyncConnection[Any], *, older_than: timedelta) -> dict[str, int]:
-    """Hard-delete rows soft-deleted more than `older_than` ago, in every table with a
-    deleted_at; return the rows per table ("schema.table", every such table, 0 included).
+    """Hard-delete rows soft-deleted more than `older_than` ago; return the rows per table.
+    Every table with a deleted_at is purged and counted ("schema.table", 0 included).
 
     One transaction; one 'purge' event per table that lost rows (its count and the cutoff),
     none per row. Rows referencing a purged row follow their foreign key's ON DELETE action

@@ -135,9 +135,11 @@ class DatabaseConfig(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DatabaseConfig:
-        """`DATABASE_URL`, else the `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD` parts,
-        else the embedded server (with a log line saying so; started when the manager opens,
-        off the event loop). `url=` or the parts given here win and never start it.
+        """The config the environment gives: `DATABASE_URL`, else the `DB_*` variables, else
+        the embedded server. The variables are `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`
+        and `DB_PASSWORD`; the embedded server is announced by a log line and started when
+        the manager opens, off the event loop. `url=` or the parts given here win and never
+        start it.
 
         With `AGENTDB_EMBEDDED=0` and nothing configured, InvalidInputError names DATABASE_URL;
         a bad variable (a `DB_PORT` that is not a port) is an InvalidInputError naming it.

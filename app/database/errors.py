@@ -53,8 +53,8 @@ class NotFoundError(AgentDBError, LookupError):
 
 
 class ConflictError(AgentDBError):
-    """A unique violation, a state transition that is not allowed, or a fenced call from a
-    worker that no longer holds the execution."""
+    """A unique violation, or a state transition that is not allowed. Also a fenced call
+    from a worker that no longer holds the execution."""
 
 
 class ForeignKeyError(AgentDBError):
@@ -62,8 +62,9 @@ class ForeignKeyError(AgentDBError):
 
 
 class InvalidInputError(AgentDBError, ValueError):
-    """Input failed validation before any SQL ran, violated a CHECK / NOT NULL constraint, or
-    is a value the server refuses as too large; `field` or `constraint` names it."""
+    """The input is not valid; `field` or `constraint` names it. It failed validation before
+    any SQL ran, violated a CHECK / NOT NULL constraint, or is a value the server refuses as
+    too large."""
 
 
 class AccessDeniedError(AgentDBError, PermissionError):
@@ -75,8 +76,8 @@ class SchemaNotMigratedError(AgentDBError):
 
 
 class TransactionAbortedError(AgentDBError):
-    """An earlier statement of this transaction failed, so it can only roll back; the message
-    names that first error (also in `first_error`)."""
+    """An earlier statement of this transaction failed, so it can only roll back. The
+    message names that first error (also in `first_error`)."""
 
     def __init__(self, message: str, *, first_error: AgentDBError | None = None):
         super().__init__(message)

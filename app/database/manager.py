@@ -88,9 +88,10 @@ class DatabaseManager:
         await self.close()
 
     async def open(self, *, wait: bool = True) -> None:
-        """Connect once (within `connect_timeout`; a refusal raises DatabaseUnavailableError
-        with the server's reason), then open the pool; with `wait`, until `min_pool_size`
-        connections are ready (at most `pool_timeout` seconds).
+        """Connect once, then open the pool. That connection must succeed within
+        `connect_timeout` (a refusal raises DatabaseUnavailableError with the server's
+        reason); with `wait`, open returns once `min_pool_size` connections are ready (at
+        most `pool_timeout` seconds).
 
         An embedded config starts the embedded server first, in a thread."""
         if self._pool is not None and not self._pool.closed:

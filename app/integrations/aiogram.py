@@ -86,8 +86,8 @@ class PostgresStorage(BaseStorage):
         data_ttl: Ttl | None = None,
         **config: Any,
     ) -> PostgresStorage:
-        """A storage with a DatabaseManager of its own on `url` (further keywords go to
-        DatabaseConfig, e.g. max_pool_size), opened on first use, closed by `close()`."""
+        """A storage with a DatabaseManager of its own on `url`, opened on first use, closed
+        by `close()`. Further keywords go to DatabaseConfig (max_pool_size, for one)."""
         storage = cls(
             DatabaseManager(DatabaseConfig(url=url, **config)),
             state_ttl=state_ttl,
@@ -104,17 +104,20 @@ class PostgresStorage(BaseStorage):
         return isolation
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
+        """Set the key's FSM state (None: no state), with the storage's `state_ttl`."""
         value = state.state if isinstance(state, State) else state
         db = await self._database()
         async with db.connection() as conn:
             await telegram.set_state(conn, session_key(key), value, ttl=self.state_ttl)
 
     async def get_state(self, key: StorageKey) -> str | None:
+        """The key's FSM state, or None."""
         db = await self._database()
         async with db.connection() as conn:
             return await telegram.get_state(conn, session_key(key))
 
     async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
+        """Replace the key's FSM data, with the storage's `data_ttl`."""
         if not isinstance(data, dict):
             raise DataNotDictLikeError(
                 f"Data must be a dict or dict-like object, got {type(data).__name__}"
@@ -124,6 +127,7 @@ class PostgresStorage(BaseStorage):
             await telegram.set_data(conn, session_key(key), data, ttl=self.data_ttl)
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
+        """The key's FSM data ({} when there is none)."""
         db = await self._database()
         async with db.connection() as conn:
             return await telegram.get_data(conn, session_key(key))
@@ -131,11 +135,13 @@ class PostgresStorage(BaseStorage):
     async def get_value(
         self, storage_key: StorageKey, dict_key: str, default: Any | None = None
     ) -> Any | None:
+        """One value of the key's FSM data, read on the server (`default` when it has none)."""
         db = await self._database()
         async with db.connection() as conn:
             return await telegram.get_value(conn, session_key(storage_key), dict_key, default)
 
     async def update_data(self, key: StorageKey, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge `data` into the key's FSM data, atomically in SQL; return the merged data."""
         if not isinstance(data, dict):
             raise DataNotDictLikeError(
                 f"Data must be a dict or dict-like object, got {type(data).__name__}"
@@ -162,8 +168,8 @@ class PostgresStorage(BaseStorage):
 
 
 class PostgresEventIsolation(BaseEventIsolation):
-    """aiogram's `BaseEventIsolation` with PostgreSQL advisory locks: the handlers of one
-    `StorageKey` run one at a time across every process of the bot; different keys never
+    """aiogram's `BaseEventIsolation` with PostgreSQL advisory locks, across every process
+    of the bot. The handlers of one `StorageKey` run one at a time; different keys never
     wait for each other.
 
     Each held (or awaited) lock takes a connection of the isolation's own pool, apart from
@@ -197,6 +203,8 @@ class PostgresEventIsolation(BaseEventIsolation):
 
     @asynccontextmanager
     async def lock(self, key: StorageKey) -> AsyncIterator[None]:
+        """Hold the key's advisory lock while the block runs (waiting while another process
+        holds it)."""
         number = lock_id(key)
         pool = await self._lock_pool()
         try:
@@ -227,6 +235,7 @@ class PostgresEventIsolation(BaseEventIsolation):
             await pool.putconn(conn)
 
     async def close(self) -> None:
+        """Close the isolation's pool of lock connections."""
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -264,8 +273,8 @@ def session_key(key: StorageKey) -> telegram.SessionKey:
 
 
 def lock_id(key: StorageKey) -> int:
-    """The advisory lock number of a key: 64 bits of a BLAKE2b digest of its six parts
-    (the same in every process, unlike Python's hash), under a prefix of agentdb's own."""
+    """The advisory lock number of a key: 64 bits of a BLAKE2b digest of its six parts. It
+    is the same in every process (unlike Python's hash), under a prefix of agentdb's own."""
     parts = [
         key.bot_id,
         key.chat_id,

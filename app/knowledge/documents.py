@@ -36,8 +36,8 @@ RRF_K = 60
 
 
 class DuplicateDocumentError(ConflictError):
-    """add_document: the owner already has a live document with this content_hash, whose id
-    is `existing_id` (None only if that document was deleted in the meantime)."""
+    """add_document: the owner already has a live document with this content_hash. Its id is
+    `existing_id` (None only if that document was deleted in the meantime)."""
 
     def __init__(self, message: str, *, existing_id: UUID | None) -> None:
         super().__init__(message, constraint="uq_documents_owner_id_content_hash")
@@ -367,9 +367,9 @@ async def add_chunks(
     chunks: Sequence[ChunkCreate | Mapping[str, Any]],
 ) -> int:
     """Add chunks (ChunkCreate, or dicts of its fields) to a live document with one binary
-    COPY (under row-level security, where COPY is refused, a COPY into a temporary table and
-    one INSERT from it); return how many. All or nothing: a chunk_index the document already
-    has raises ConflictError."""
+    COPY; return how many. Under row-level security, where COPY is refused, it is a COPY
+    into a temporary table and one INSERT from it. All or nothing: a chunk_index the
+    document already has raises ConflictError."""
     document_id = as_uuid(document_id, "document_id")
     rows = validated_batch(chunks, CHUNK_DICTS, ChunkCreate, "chunks")
     if not rows:
@@ -470,7 +470,7 @@ async def search_chunks(
     limit: int = 10,
     document_ids: Sequence[UUID] | None = None,
 ) -> list[ChunkHit]:
-    """The owner's live chunks nearest to `embedding` (cosine), best first; `limit` of them
+    """The owner's live chunks nearest to `embedding` (cosine), best first. `limit` of them
     whenever that many are embedded, however small a share of the table the owner's are."""
     data = validated(
         ChunkSearchInput,
@@ -503,8 +503,8 @@ async def hybrid_search_chunks(
     limit: int = 10,
     document_ids: Sequence[UUID] | None = None,
 ) -> list[ChunkHit]:
-    """The owner's live chunks ranked by meaning and by words together (reciprocal rank
-    fusion of the vector and the full-text ranking, `hit.score`), best first."""
+    """The owner's live chunks ranked by meaning and by words together, best first.
+    `hit.score` is the reciprocal rank fusion of the vector and the full-text ranking."""
     data = validated(
         ChunkSearchInput,
         owner_id=owner_id,

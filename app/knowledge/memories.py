@@ -356,9 +356,10 @@ async def remember(
     merge_threshold: float = 0.92,
 ) -> Memory:
     """Remember `content` for the owner, or reinforce the live memory of the same kind it
-    repeats (cosine similarity ≥ `merge_threshold`): its content and embedding replaced,
-    importance raised to the higher of both, `times_reinforced` + 1. Concurrent remembers
-    of one fact leave one row (they run one after the other, per owner and kind)."""
+    repeats. It repeats one at cosine similarity ≥ `merge_threshold`: that memory's content
+    and embedding are replaced, its importance raised to the higher of both,
+    `times_reinforced` + 1. Concurrent remembers of one fact leave one row (they run one
+    after the other, per owner and kind)."""
     data = validated(
         MemoryCreate,
         owner_id=owner_id,
@@ -411,11 +412,11 @@ async def recall(
     half_life: timedelta = DEFAULT_HALF_LIFE,
     touch: bool = True,
 ) -> list[MemoryHit]:
-    """The owner's live memories that best fit `embedding`, best first by
-    `weights.similarity * similarity + weights.importance * importance + weights.recency *
-    0.5 ^ (age / half_life)` (age since the last recall, else since creation). `touch`
-    stamps the returned memories' `last_recalled_at` and `recall_count` in the same
-    statement. Expired and forgotten memories never appear."""
+    """The owner's live memories that best fit `embedding`, best first by their score. The
+    score is `weights.similarity * similarity + weights.importance * importance +
+    weights.recency * 0.5 ^ (age / half_life)` (age since the last recall, else since
+    creation). `touch` stamps the returned memories' `last_recalled_at` and `recall_count`
+    in the same statement. Expired and forgotten memories never appear."""
     data = validated(
         RecallInput,
         owner_id=owner_id,
@@ -459,9 +460,9 @@ async def get_memory(conn: AsyncConnection[Any], memory_id: UUID) -> Memory | No
 async def update_memory(
     conn: AsyncConnection[Any], memory_id: UUID, updates: Mapping[str, Any]
 ) -> Memory:
-    """Set the given fields of a live memory (MEMORY_UPDATE_FIELDS: content, embedding,
-    kind, importance, expires_at, metadata); None clears expires_at, metadata is replaced
-    whole."""
+    """Set the given fields of a live memory; None clears expires_at, metadata is replaced
+    whole. The fields are MEMORY_UPDATE_FIELDS: content, embedding, kind, importance,
+    expires_at, metadata."""
     check_update_fields(updates, MEMORY_UPDATE_FIELDS, "update_memory")
     data = validated(MemoryUpdate, **updates)
     memory_id = as_uuid(memory_id, "memory_id")

@@ -255,8 +255,8 @@ class ChunkCreate(InputModel):
 
 @with_config(ConfigDict(extra="forbid", arbitrary_types_allowed=True))
 class ChunkCreateDict(TypedDict):
-    """The fields of `ChunkCreate` as a dict, validated all at once by add_chunks (the same
-    fields with the same types; a key left out takes ChunkCreate's default)."""
+    """The fields of `ChunkCreate` as a dict, validated all at once by add_chunks. The same
+    fields with the same types; a key left out takes ChunkCreate's default."""
 
     chunk_index: Count32
     content: Text

@@ -75,12 +75,16 @@ class Message(BaseModel):
 
 
 class ChatCreate(InputModel):
+    """The fields of a new chat, as `create_chat` takes them."""
+
     owner_id: Uuid
     title: Title | None = None
     metadata: JsonObject = Field(default_factory=dict)
 
 
 class ChatUpdate(InputModel):
+    """The fields `update_chat` may set."""
+
     title: Title | None = None
     metadata: JsonObject = Field(default_factory=dict)
 

@@ -440,9 +440,9 @@ async def add_message(
 async def add_messages(
     conn: AsyncConnection[Any], messages: Sequence[MessageCreate | Mapping[str, Any]]
 ) -> int:
-    """Insert many messages with one binary COPY (under row-level security, where COPY is
-    refused, a COPY into a temporary table and one INSERT from it); return how many. All or
-    nothing.
+    """Insert many messages with one binary COPY; return how many. All or nothing. Under
+    row-level security, where COPY is refused, it is a COPY into a temporary table and one
+    INSERT from it.
 
     Messages keep their order: each gets a created_at a microsecond after the one before
     (unless it brings its own). Every chat must exist and be live.

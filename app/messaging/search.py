@@ -184,7 +184,7 @@ async def search_messages(
     chat_id: UUID | None = None,
     ef_search: int = DEFAULT_EF_SEARCH,
 ) -> list[MessageHit]:
-    """The owner's live messages nearest to `embedding` (cosine), best first: `limit` of
+    """The owner's live messages nearest to `embedding` (cosine), best first. `limit` of
     them, or all there are when fewer (of one chat with `chat_id`), however small a share of
     the table they are."""
     # Checked field by field, without a model around them (SearchInput's rules): a search
@@ -212,8 +212,8 @@ async def hybrid_search_messages(
     chat_id: UUID | None = None,
     ef_search: int = DEFAULT_EF_SEARCH,
 ) -> list[MessageHit]:
-    """The owner's live messages ranked by meaning and by words together (reciprocal rank
-    fusion of the vector and the full-text ranking), best first."""
+    """The owner's live messages ranked by meaning and by words together, best first. The
+    order is the reciprocal rank fusion of the vector and the full-text ranking."""
     data = validated(
         SearchInput,
         owner_id=owner_id,

@@ -55,6 +55,8 @@ class Todo(BaseModel):
 
 
 class TodoCreate(InputModel):
+    """The fields of a new todo, as `create_todo` takes them."""
+
     owner_id: Uuid
     title: Title
     description: Text | None = None

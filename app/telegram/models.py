@@ -102,6 +102,8 @@ class TelegramSession(BaseModel):
 
 
 class SessionUpsert(InputModel):
+    """What `upsert_session` records of the user besides its key."""
+
     username: Username | None = None
     language_code: LanguageCode | None = None
 

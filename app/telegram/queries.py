@@ -285,7 +285,7 @@ async def set_state(
     *,
     ttl: timedelta | None = None,
 ) -> None:
-    """Set the FSM state (None: no state), creating the session if it does not exist; with
+    """Set the FSM state (None: no state), creating the session if it does not exist. With
     `ttl`, the state reads as None once that long has passed."""
     params = _key_params(key)
     data = validated(StateInput, state=state, ttl=ttl)
@@ -310,7 +310,7 @@ async def set_data(
     *,
     ttl: timedelta | None = None,
 ) -> None:
-    """Replace the FSM data with `data`, creating the session if it does not exist; with
+    """Replace the FSM data with `data`, creating the session if it does not exist. With
     `ttl`, the data reads as {} once that long has passed."""
     params = _key_params(key)
     checked = validated(DataInput, data=data, ttl=ttl)
