@@ -731,7 +731,7 @@ async def test_recall_plans_the_hnsw_index_for_a_large_owner_and_an_exact_scan_f
         async with corpus_conn.transaction():
             await corpus_conn.execute(SET_SEARCH_SETTINGS, ["100"])
             statement = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ") + sql.SQL(
-                memory_queries.RECALL_MEMORIES
+                memory_queries.READ_MEMORIES
             )
             cursor = await corpus_conn.execute(statement, params, binary=True)
             return "\n".join(row[0] for row in await cursor.fetchall())

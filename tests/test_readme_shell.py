@@ -33,8 +33,10 @@ README = ROOT / "README.md"
 SETTINGS = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
 
 NORMALIZATIONS = [
-    (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"),
-     "<timestamp>"),
+    (
+        re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"),
+        "<timestamp>",
+    ),
     (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
     (re.compile(r"\b\d+ (?:bytes|kB|MB|GB|TB)\b"), "<size>"),
     (re.compile(r"\bpid \d+"), "pid <pid>"),

@@ -298,7 +298,7 @@ async def bench_recall(
                 )
                 await (
                     await raw.execute(
-                        memories.RECALL_MEMORIES,
+                        memories.READ_MEMORIES,
                         recall_params(memory_set.owner, query),
                         binary=True,
                     )
@@ -318,12 +318,12 @@ async def bench_recall(
 
                 async def bare_once(params: dict[str, Any] = params) -> None:
                     started = time.perf_counter()
-                    cursor = await raw.execute(memories.RECALL_MEMORIES, params, binary=True)
+                    cursor = await raw.execute(memories.READ_MEMORIES, params, binary=True)
                     await cursor.fetchall()
                     bare.append(ms_since(started))
 
                 await in_turns(number, ours_once, bare_once)
-                server.append(await server_ms(conn, memories.RECALL_MEMORIES, params, ef_search))
+                server.append(await server_ms(conn, memories.READ_MEMORIES, params, ef_search))
     finally:
         await raw.close()
         await db.close()

@@ -36,6 +36,7 @@ ENV_VARIABLES = {
     "password": "DB_PASSWORD",
 }
 EMBEDDED_VARIABLE = "AGENTDB_EMBEDDED"
+REPLICAS_VARIABLE = "DATABASE_REPLICA_URLS"
 
 
 def libpq_url(url: str) -> str:
@@ -110,6 +111,15 @@ class DatabaseConfig(BaseModel):
     prepare_threshold: int | None = Field(
         default=5, description="executions before a statement is prepared; None behind PgBouncer"
     )
+    replica_urls: tuple[SecretStr, ...] = Field(
+        default=(), description="streaming standbys that db.read_session() reads on"
+    )
+    max_replica_lag: float = Field(
+        default=5.0, gt=0, description="seconds a replica may lag behind and still be read"
+    )
+    replica_check_interval: float = Field(
+        default=1.0, gt=0, description="seconds between checks of the replicas' health and lag"
+    )
 
     def __init__(self, **settings: Any) -> None:
         try:
@@ -127,6 +137,11 @@ class DatabaseConfig(BaseModel):
             return None
         return SecretStr(check_url(url.get_secret_value()))
 
+    @field_validator("replica_urls", mode="after")
+    @classmethod
+    def _replica_urls_are_postgresql(cls, urls: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        return tuple(SecretStr(check_url(url.get_secret_value())) for url in urls)
+
     @model_validator(mode="after")
     def _pool_sizes_are_ordered(self) -> DatabaseConfig:
         if self.min_pool_size > self.max_pool_size:
@@ -143,17 +158,35 @@ class DatabaseConfig(BaseModel):
 
         With `AGENTDB_EMBEDDED=0` and nothing configured, InvalidInputError names DATABASE_URL;
         a bad variable (a `DB_PORT` that is not a port) is an InvalidInputError naming it.
+        `DATABASE_REPLICA_URLS` (comma-separated URLs of streaming standbys) sets
+        `replica_urls` unless given here.
         """
         # Where the caller says the database is, the environment's place is moot.
         settings = {} if set(overrides) & set(ENV_VARIABLES) else _settings_from_env()
+        replicas = os.environ.get(REPLICAS_VARIABLE, "").strip()
+        if replicas and "replica_urls" not in overrides:
+            settings["replica_urls"] = [url.strip() for url in replicas.split(",") if url.strip()]
         try:
             return cls(**{**settings, **overrides})
         except InvalidInputError as error:
             variable = ENV_VARIABLES.get(error.field or "")
+            if (error.field or "").startswith("replica_urls") and "replica_urls" not in overrides:
+                variable = REPLICAS_VARIABLE
             if variable is None or error.field in overrides:
                 raise
             message = str(error).removeprefix(f"{error.field}: ")
             raise InvalidInputError(f"{variable}: {message}", field=variable) from None
+
+    def replica_conninfos(self) -> list[str]:
+        """The libpq connection strings of the replicas (with their passwords: never log)."""
+        return [
+            make_conninfo(
+                url.get_secret_value(),
+                connect_timeout=max(2, round(self.connect_timeout)),
+                application_name=self.application_name,
+            )
+            for url in self.replica_urls
+        ]
 
     def conninfo(self) -> str:
         """The libpq connection string (it contains the password: never log it). On an

@@ -147,6 +147,11 @@ def translate(error: BaseException) -> AgentDBError:
         return InvalidInputError(f"{column}: must not be null ({where})", field=column)
     if isinstance(error, pg.ExclusionViolation):
         return ConflictError(f"{constraint}: {primary}", constraint=constraint)
+    if isinstance(error, pg.ReadOnlySqlTransaction):
+        return AccessDeniedError(
+            f"read-only: {primary} (db.read_session() and standbys only read: write in "
+            "db.session())"
+        )
     if isinstance(error, pg.InsufficientPrivilege):
         return AccessDeniedError(f"access denied: {primary}")
     if isinstance(error, pg.UndefinedTable | pg.UndefinedColumn | pg.InvalidSchemaName):
@@ -195,9 +200,7 @@ def aborted_error(first: AgentDBError | None, *, rolled_back: bool) -> Transacti
         what = "the transaction is aborted by an earlier error and can only roll back"
     if first is None:
         return TransactionAbortedError(what)
-    return TransactionAbortedError(
-        f"{what}: {type(first).__name__}: {first}", first_error=first
-    )
+    return TransactionAbortedError(f"{what}: {type(first).__name__}: {first}", first_error=first)
 
 
 def last_error(conn: Any) -> AgentDBError | None:

@@ -22,12 +22,23 @@ from psycopg.pq import TransactionStatus
 from app.database.config import DatabaseConfig
 from app.database.errors import (
     DatabaseUnavailableError,
+    InvalidInputError,
     aborted_error,
     forget_errors,
     last_error,
     translate,
 )
-from app.database.transactions import PLAIN_BEGIN, PendingBegin, PooledConnection
+from app.database.replicas import (
+    CHECKOUT_TIMEOUT,
+    SELECT_PRIMARY_LSN,
+    SELECT_REPLAYED,
+    ReplicaSet,
+    format_lsn,
+    has_replayed,
+    parse_lsn,
+    wal_end,
+)
+from app.database.transactions import PLAIN_BEGIN, PendingBegin, PooledConnection, execute
 from app.database.validation import InputModel, Name, Uuid, validated
 from app.database.vectors import register_vector_types
 
@@ -58,6 +69,8 @@ bytes the server sent while it sat idle (a shutdown's farewell, a closed socket)
 
 _INERROR = TransactionStatus.INERROR
 
+READ_ONLY_BEGIN = PendingBegin(b"BEGIN READ ONLY", (b"BEGIN READ ONLY",))
+
 
 class SessionScope(InputModel):
     owner_id: Uuid | None = None
@@ -74,6 +87,7 @@ class DatabaseManager:
         self._returned_at: weakref.WeakKeyDictionary[Connection, float] = (
             weakref.WeakKeyDictionary()
         )
+        self._replicas: ReplicaSet | None = None
 
     async def __aenter__(self) -> DatabaseManager:
         await self.open()
@@ -100,18 +114,17 @@ class DatabaseManager:
             self.config = await asyncio.to_thread(self.config.resolved)
         conninfo = self.config.conninfo()
         await self._probe(conninfo)
-        self._pool = psycopg_pool.AsyncConnectionPool(
-            conninfo,
-            connection_class=PooledConnection,
-            min_size=self.config.min_pool_size,
-            max_size=self.config.max_pool_size,
-            timeout=self.config.pool_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": self.config.prepare_threshold},
-            configure=self._configure,
-            check=self._check,
-            open=False,
-            name=self.config.application_name,
-        )
+        pool_kwargs: dict[str, Any] = {
+            "connection_class": PooledConnection,
+            "min_size": self.config.min_pool_size,
+            "max_size": self.config.max_pool_size,
+            "timeout": self.config.pool_timeout,
+            "kwargs": {"autocommit": True, "prepare_threshold": self.config.prepare_threshold},
+            "configure": self._configure,
+            "check": self._check,
+            "name": self.config.application_name,
+        }
+        self._pool = psycopg_pool.AsyncConnectionPool(conninfo, open=False, **pool_kwargs)
         try:
             await self._pool.open(
                 wait=wait and self.config.min_pool_size > 0, timeout=self.config.pool_timeout
@@ -121,6 +134,14 @@ class DatabaseManager:
             raise DatabaseUnavailableError(
                 f"cannot connect to {self.config.describe()}: {error}"
             ) from None
+        if self.config.replica_urls:
+            self._replicas = ReplicaSet(
+                self.config.replica_conninfos(),
+                max_lag=self.config.max_replica_lag,
+                check_interval=self.config.replica_check_interval,
+                pool_kwargs=pool_kwargs,
+            )
+            await self._replicas.open(self._pool)
 
     @property
     def is_open(self) -> bool:
@@ -128,7 +149,10 @@ class DatabaseManager:
         return self._pool is not None and not self._pool.closed
 
     async def close(self) -> None:
-        """Close the pool and every connection in it."""
+        """Close the pool and every connection in it (and the replicas' pools)."""
+        if self._replicas is not None:
+            await self._replicas.close()
+            self._replicas = None
         if self._pool is not None:
             await self._pool.close()
 
@@ -168,18 +192,122 @@ class DatabaseManager:
                 try:
                     yield conn
                 except BaseException:
-                    conn.pending_begin = None
-                    with contextlib.suppress(psycopg.OperationalError):
-                        await conn.rollback()
+                    await _abandon(conn)
                     raise
-                conn.pending_begin = None
-                if conn.pgconn.transaction_status == _INERROR:
-                    await conn.rollback()
-                    raise aborted_error(last_error(conn), rolled_back=True)
-                await conn.commit()
-                self._returned_at[conn] = time.monotonic()
+                await self._end(conn)
         except psycopg.Error as error:
             raise translate(error) from error
+
+    def read_session(
+        self, *, owner_id: UUID | str | None = None, after: str | None = None
+    ) -> AbstractAsyncContextManager[Connection]:
+        """A read-only transaction on a healthy replica, else on the primary.
+
+        A replica (`DatabaseConfig.replica_urls`) is healthy when it answers and lags at most
+        `max_replica_lag` seconds behind the primary. A write in the session is
+        AccessDeniedError.
+
+        `after`, a WAL position from `current_lsn()` taken after a write, reads only where
+        that write is replayed (read-your-writes): on a replica that has it, else on the
+        primary. `owner_id` scopes it like `session()`. A replica that cannot be reached is
+        left out, and the read goes elsewhere instead of failing."""
+        position = None
+        if after is not None:
+            if not isinstance(after, str):
+                raise InvalidInputError(
+                    "after: a WAL position (text, from db.current_lsn())", field="after"
+                )
+            position = parse_lsn(after)
+        if owner_id is None:
+            begin = READ_ONLY_BEGIN
+        else:
+            try:
+                begin = scoped_begin(owner_id, None, True)
+            except TypeError:
+                begin = _scoped_begin(owner_id, None, True)
+        return self._read_session(begin, after, position)
+
+    @asynccontextmanager
+    async def _read_session(
+        self, begin: PendingBegin, after: str | None, position: int | None
+    ) -> AsyncIterator[Connection]:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                conn = await self._read_connection(stack, begin, after, position)
+                try:
+                    yield conn
+                except BaseException:
+                    await _abandon(conn)
+                    raise
+                await self._end(conn)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            raise translate(error) from error
+
+    async def _read_connection(
+        self,
+        stack: contextlib.AsyncExitStack,
+        begin: PendingBegin,
+        after: str | None,
+        position: int | None,
+    ) -> PooledConnection:
+        """A connection for a read session, its BEGIN pending (or sent, when a replica had to
+        be asked whether it has replayed `after`); its release is on `stack`."""
+        candidates = self._replicas.candidates(position) if self._replicas is not None else []
+        for replica in candidates:
+            attempt = contextlib.AsyncExitStack()
+            try:
+                conn = await attempt.enter_async_context(
+                    replica.pool.connection(timeout=CHECKOUT_TIMEOUT)
+                )
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+                await attempt.aclose()
+                replica.mark_down(f"no connection ({type(error).__name__})")
+                continue
+            forget_errors(conn)
+            conn.pending_begin = begin
+            if position is not None and not has_replayed(replica, position):
+                try:
+                    async with conn.cursor() as cursor:
+                        await execute(cursor, SELECT_REPLAYED, [after])
+                        row = await cursor.fetchone()
+                    is_replayed = row is not None and bool(row[0])
+                except psycopg.Error as error:
+                    replica.mark_down(f"no answer ({type(error).__name__})")
+                    is_replayed = False
+                if not is_replayed:
+                    await _abandon(conn)
+                    await attempt.aclose()
+                    continue
+            stack.push_async_exit(attempt)
+            return conn
+        conn = await stack.enter_async_context(self._checked_pool().connection())
+        forget_errors(conn)
+        conn.pending_begin = begin
+        return conn
+
+    async def current_lsn(self) -> str:
+        """The primary's WAL position now, as `pg_lsn` text.
+
+        Taken after a write has committed and passed to `read_session(after=…)`, it makes
+        that read see the write (on a replica that has replayed it, or on the primary)."""
+        try:
+            async with self._checked_pool().connection() as conn:
+                row = await (await conn.execute(SELECT_PRIMARY_LSN)).fetchone()
+                self._returned_at[conn] = time.monotonic()
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            raise translate(error) from error
+        assert row is not None
+        return format_lsn(wal_end(*row))
+
+    async def _end(self, conn: PooledConnection) -> None:
+        """Commit a session's transaction, or roll back one that an error aborted (raising
+        TransactionAbortedError naming that error)."""
+        conn.pending_begin = None
+        if conn.pgconn.transaction_status == _INERROR:
+            await conn.rollback()
+            raise aborted_error(last_error(conn), rolled_back=True)
+        await conn.commit()
+        self._returned_at[conn] = time.monotonic()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -252,13 +380,23 @@ class DatabaseManager:
         await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
-def _scoped_begin(owner_id: object, actor: object) -> PendingBegin:
-    """The BEGIN of a session scoped to `owner_id` and `actor`, validated (InvalidInputError
-    naming the field) and quoted. An actor left out is left unset (a setting made local to a
-    transaction ends with it)."""
+async def _abandon(conn: PooledConnection) -> None:
+    """Roll back a session left by an exception (a lost connection has nothing to roll back)."""
+    conn.pending_begin = None
+    with contextlib.suppress(psycopg.OperationalError):
+        await conn.rollback()
+
+
+def _scoped_begin(owner_id: object, actor: object, read_only: bool = False) -> PendingBegin:
+    """The BEGIN (READ ONLY, for a read session) of a session scoped to `owner_id` and
+    `actor`, validated (InvalidInputError naming the field) and quoted. An actor left out is
+    left unset (a setting made local to a transaction ends with it)."""
     scope = validated(SessionScope, owner_id=owner_id, actor=actor)
     owner = "" if scope.owner_id is None else str(scope.owner_id)
-    commands = [b"BEGIN", SET_OWNER.format(sql.Literal(owner)).as_bytes(None)]
+    commands = [
+        b"BEGIN READ ONLY" if read_only else b"BEGIN",
+        SET_OWNER.format(sql.Literal(owner)).as_bytes(None),
+    ]
     if scope.actor:
         commands.append(SET_ACTOR.format(sql.Literal(scope.actor)).as_bytes(None))
     return PendingBegin(b"; ".join(commands), tuple(commands))

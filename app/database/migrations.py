@@ -456,9 +456,7 @@ _slow_statement_watch: ContextVar[tuple[float, SlowStatementReport] | None] = Co
 
 
 @contextmanager
-def _watching_slow_statements(
-    report: SlowStatementReport | None, after: float
-) -> Iterator[None]:
+def _watching_slow_statements(report: SlowStatementReport | None, after: float) -> Iterator[None]:
     token = _slow_statement_watch.set((after, report) if report is not None else None)
     try:
         yield

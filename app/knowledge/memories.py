@@ -59,6 +59,13 @@ RECALL_COLUMNS = column_list(
     "ELSE touched.updated_at END AS updated_at, "
     "deleted_at",
 )
+# The same for a recall that touches nothing (the scored row as it is).
+UNTOUCHED_RECALL_COLUMNS = column_list(
+    Memory,
+    "id, owner_id, chat_id, source_message_id, kind, content, NULL::public.vector AS embedding, "
+    "importance, times_reinforced, last_recalled_at, recall_count, expires_at, metadata, "
+    "created_at, updated_at, deleted_at",
+)
 
 # The memories a recall may return: the owner's, live, not expired, of the kinds and chat
 # asked for (NULL: any).
@@ -99,8 +106,9 @@ MEMORY_THRESHOLD = """threshold AS (
 # memory newer than this transaction, to 1,000, where float8 would underflow: 0.5 ^ 1000 is
 # 1e-301, nothing next to the other terms). `touched` stamps the returned memories; it locks
 # them in id order first, so that two recalls sharing memories cannot deadlock, and counts
-# from the latest version of each row.
-RECALL_MEMORIES = (
+# from the latest version of each row. Without touch, the statement is READ_MEMORIES: no
+# data-modifying CTE, so that it runs in a read-only transaction (a replica's).
+SCORE_MEMORIES = (
     "WITH "
     + MEMORY_THRESHOLD
     + """, owned AS (
@@ -142,7 +150,11 @@ RECALL_MEMORIES = (
     ) AS candidates
     ORDER BY score DESC, similarity DESC, id
     LIMIT %(limit)s
-), touched AS (
+)"""
+)
+RECALL_MEMORIES = (
+    SCORE_MEMORIES
+    + """, touched AS (
     UPDATE knowledge.memories AS memory
     SET last_recalled_at = now(),
         recall_count = memory.recall_count + 1
@@ -163,6 +175,16 @@ SELECT """
        similarity, score
 FROM scored
 LEFT JOIN touched USING (id)
+ORDER BY score DESC, similarity DESC, id
+"""
+)
+READ_MEMORIES = (
+    SCORE_MEMORIES
+    + "\nSELECT "
+    + UNTOUCHED_RECALL_COLUMNS
+    + """,
+       similarity, score
+FROM scored
 ORDER BY score DESC, similarity DESC, id
 """
 )
@@ -416,7 +438,8 @@ async def recall(
     score is `weights.similarity * similarity + weights.importance * importance +
     weights.recency * 0.5 ^ (age / half_life)` (age since the last recall, else since
     creation). `touch` stamps the returned memories' `last_recalled_at` and `recall_count`
-    in the same statement. Expired and forgotten memories never appear."""
+    in the same statement; without it, recall only reads (it runs in `db.read_session()`,
+    on a replica). Expired and forgotten memories never appear."""
     data = validated(
         RecallInput,
         owner_id=owner_id,
@@ -444,7 +467,8 @@ async def recall(
         **plan_choice_params(),
     }
     cursor = conn.cursor(row_factory=MEMORY_HIT_ROWS)
-    await run_vector_search(conn, cursor, RECALL_MEMORIES, params, ef_search=candidates)
+    statement = RECALL_MEMORIES if data.touch else READ_MEMORIES
+    await run_vector_search(conn, cursor, statement, params, ef_search=candidates)
     return await cursor.fetchall()
 
 
