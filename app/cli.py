@@ -335,6 +335,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h or 90m")
 
+    executions = command(
+        "purge-executions",
+        "hard-delete executions and tool calls finished longer ago than --older-than (audited)",
+        _purge_executions,
+    )
+    executions.add_argument(
+        "--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h or 90m"
+    )
+    executions.add_argument(
+        "--batch-size", type=int, default=1000, help="rows per transaction (default 1000)"
+    )
+
     sessions = command(
         "purge-sessions",
         "delete Telegram sessions not written or seen for --older-than (audited)",
@@ -819,6 +831,23 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _purge_executions(args: argparse.Namespace) -> int:
+    import asyncio
+
+    older_than = _age(args.older_than)
+    if isinstance(older_than, str):
+        return _fail(older_than)
+    if not 1 <= args.batch_size <= 100_000:
+        return _fail(f"--batch-size: must be from 1 to 100000, got {args.batch_size}")
+    purged = asyncio.run(_purge_finished(_config(args), older_than, args.batch_size))
+    _print_counts(purged)
+    print(
+        f"purged {purged['agents.executions']} executions and {purged['agents.tool_calls']} "
+        f"tool calls finished more than {args.older_than} ago"
+    )
+    return 0
+
+
 def _purge_sessions(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -849,6 +878,23 @@ async def _purge_inactive_sessions(config: DatabaseConfig, older_than: timedelta
 
     async with DatabaseManager(config) as db, db.connection() as conn:
         return await purge_inactive_sessions(conn, older_than=older_than)
+
+
+async def _purge_finished(
+    config: DatabaseConfig, older_than: timedelta, batch_size: int
+) -> dict[str, int]:
+    """The finished tool calls first (their own count), then the executions (taking along
+    the calls of theirs that were younger or still running)."""
+    from app.agents import purge_finished_executions
+    from app.agents.tools import purge_finished_tool_calls
+    from app.database import DatabaseManager
+
+    async with DatabaseManager(config) as db, db.connection() as conn:
+        calls = await purge_finished_tool_calls(conn, older_than=older_than, batch_size=batch_size)
+        executions = await purge_finished_executions(
+            conn, older_than=older_than, batch_size=batch_size
+        )
+    return {"agents.tool_calls": calls, "agents.executions": executions}
 
 
 async def _purge_deleted(config: DatabaseConfig, older_than: timedelta) -> dict[str, int]:

@@ -31,6 +31,7 @@ PLAUSIBLE: dict[str, Callable[[], Any]] = {
     "arguments": lambda: {"q": "milk"},
     "attempt": lambda: 1,
     "agent_names": lambda: ["planner"],
+    "batch_size": lambda: 1000,
     "before": lambda: None,
     "bot_id": lambda: 1,
     "chat_id": uuid4,

@@ -47,6 +47,7 @@ from app.agents.queries import (
     heartbeat_execution,
     heartbeat_executions,
     list_executions,
+    purge_finished_executions,
     release_executions,
     requeue_stale_executions,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "heartbeat_execution",
     "heartbeat_executions",
     "list_executions",
+    "purge_finished_executions",
     "release_executions",
     "requeue_stale_executions",
 ]

@@ -36,6 +36,10 @@ NOTIFY_CHANNEL = "agentdb_executions"
 MAX_CLAIM = 1_000
 """The most executions one `claim_executions` call takes."""
 
+MAX_PURGE_BATCH = 100_000
+"""The largest batch of the retention purge (one batch is one transaction, holding its rows'
+locks until it commits)."""
+
 Cost = Annotated[Decimal, Field(ge=0, lt=Decimal("999999.9999995"), allow_inf_nan=False)]
 """US dollars, stored as numeric(12,6): PostgreSQL rounds to the millionth, so the bound is
 what still rounds below a million (numeric(12,6) holds at most 999999.999999)."""
@@ -196,6 +200,13 @@ class ListFilterInput(InputModel):
 
 class StaleCheckInput(InputModel):
     older_than: Annotated[Duration, Field(gt=timedelta(0))]
+
+
+class PurgeFinishedInput(InputModel):
+    """The arguments of purge_finished_executions and purge_finished_tool_calls."""
+
+    older_than: Annotated[Duration, Field(gt=timedelta(0))]
+    batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_PURGE_BATCH)] = 1000
 
 
 class StatsFilterInput(InputModel):

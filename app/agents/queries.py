@@ -36,9 +36,11 @@ from app.agents.models import (
     FailureInput,
     FenceInput,
     ListFilterInput,
+    PurgeFinishedInput,
     StaleCheckInput,
     StatsFilterInput,
 )
+from app.audit.queries import purge_in_batches
 from app.database.errors import ConflictError, InvalidInputError, NotFoundError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, column_names, model_rows, row_maker
@@ -601,6 +603,38 @@ FROM stale
 WHERE execution.id = stale.id
 """
 
+# One batch of the retention purge: up to batch_size finished executions, oldest first from
+# `after` (the last batch's largest finished_at), read from idx_executions_finished_at (0034,
+# which holds finished rows only). FOR UPDATE SKIP LOCKED: a row another transaction holds
+# right now is left for the next purge, never waited for. The batch's tool calls are deleted
+# here (their foreign key would cascade to them anyway) so that they are counted; the DELETE
+# finds the batch by primary key. One statement, its own short transaction.
+PURGE_FINISHED_EXECUTIONS = """
+WITH batch AS (
+    SELECT id
+    FROM agents.executions
+    WHERE status IN ('succeeded', 'failed', 'cancelled')
+      AND finished_at < %(cutoff)s::timestamptz
+      AND finished_at >= %(after)s::timestamptz
+    ORDER BY finished_at
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+calls AS (
+    DELETE FROM agents.tool_calls
+    WHERE execution_id = ANY(ARRAY(SELECT id FROM batch))
+    RETURNING 1
+),
+purged AS (
+    DELETE FROM agents.executions
+    WHERE id = ANY(ARRAY(SELECT id FROM batch))
+    RETURNING finished_at
+)
+SELECT (SELECT max(finished_at) FROM purged),
+       (SELECT count(*) FROM purged),
+       (SELECT count(*) FROM calls)
+"""
+
 # One pass over the selected rows. With an agent_name the range scan is on
 # idx_executions_agent_name_created_at; without, on idx_executions_created_at (or a
 # sequential scan when `since` selects most of the table). `since` defaults to '-infinity'.
@@ -1093,6 +1127,34 @@ async def requeue_stale_executions(conn: AsyncConnection[Any], *, older_than: ti
     data = validated(StaleCheckInput, older_than=older_than)
     cursor = await conn.execute(REQUEUE_STALE_EXECUTIONS, {"older_than": data.older_than})
     return cursor.rowcount
+
+
+@database_errors
+async def purge_finished_executions(
+    conn: AsyncConnection[Any], *, older_than: timedelta, batch_size: int = 1000
+) -> int:
+    """Hard-delete executions that finished (succeeded, failed, cancelled) more than
+    `older_than` ago; return how many. Queued and running ones are never touched.
+
+    In batches of `batch_size`, each one statement in its own short transaction (so it
+    commits as it goes, and takes a connection in autocommit, `db.connection()`), until a
+    batch deletes fewer: rows that another transaction holds are skipped, not waited for.
+    The tool calls of a purged execution go with it (fk_tool_calls_executions is ON DELETE
+    CASCADE; the batch deletes them itself, to count them). One 'purge' event records the
+    executions and tool calls deleted and the cutoff, in the last batch's transaction; no
+    event per row. For the schema owner or agentdb_worker.
+    """
+    data = validated(PurgeFinishedInput, older_than=older_than, batch_size=batch_size)
+    deleted, _calls = await purge_in_batches(
+        conn,
+        PURGE_FINISHED_EXECUTIONS,
+        older_than=data.older_than,
+        batch_size=data.batch_size,
+        schema_name="agents",
+        table_name="executions",
+        counts=("deleted", "tool_calls"),
+    )
+    return deleted
 
 
 @database_errors

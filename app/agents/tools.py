@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,7 @@ from app.agents.models import (
     MAX_TOOL_PAYLOAD_BYTES,
     McpServer,
     McpServerInput,
+    PurgeFinishedInput,
     Tool,
     ToolCall,
     ToolCallFinish,
@@ -42,6 +44,7 @@ from app.agents.models import (
     ToolStatsInput,
     ToolSync,
 )
+from app.audit.queries import purge_in_batches
 from app.database.errors import (
     ConflictError,
     InvalidInputError,
@@ -67,6 +70,7 @@ __all__ = [
     "list_mcp_servers",
     "list_tool_calls",
     "list_tools",
+    "purge_finished_tool_calls",
     "select_tools",
     "set_tool_embeddings",
     "start_tool_call",
@@ -288,6 +292,35 @@ WHERE started_at >= COALESCE(%(since)s::timestamptz, '-infinity')
   AND (%(tool_name)s::text IS NULL OR tool_name = %(tool_name)s)
 GROUP BY tool_name
 ORDER BY tool_name
+"""
+
+# One batch of the retention purge: up to batch_size finished calls, oldest first from
+# `after` (the last batch's largest started_at). A call finishes no earlier than it starts
+# (ck_tool_calls_finished_after_started), so every call finished before the cutoff started
+# before it, and idx_tool_calls_started_at (0020) finds them: no index of its own, so that a
+# call's finish stays an update of columns no index holds. The range also holds the calls
+# still running and those finished after the cutoff, which the filter leaves; `after` keeps
+# each batch from reading them, and the dead entries of earlier batches, again. FOR UPDATE
+# SKIP LOCKED: a call being finished right now is left for the next purge, never waited for.
+PURGE_FINISHED_TOOL_CALLS = """
+WITH batch AS (
+    SELECT id
+    FROM agents.tool_calls
+    WHERE started_at < %(cutoff)s::timestamptz
+      AND started_at >= %(after)s::timestamptz
+      AND status <> 'running'
+      AND finished_at < %(cutoff)s::timestamptz
+    ORDER BY started_at
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+),
+purged AS (
+    DELETE FROM agents.tool_calls
+    WHERE id = ANY(ARRAY(SELECT id FROM batch))
+    RETURNING started_at
+)
+SELECT max(started_at), count(*)
+FROM purged
 """
 
 TOOL_DICTS = TypeAdapter(list[ToolSpecDict])
@@ -552,6 +585,33 @@ async def tool_call_stats(
     async with conn.cursor(row_factory=TOOL_CALL_STATS_ROW) as cursor:
         await cursor.execute(SELECT_TOOL_CALL_STATS, data.model_dump())
         return await cursor.fetchall()
+
+
+@database_errors
+async def purge_finished_tool_calls(
+    conn: AsyncConnection[Any], *, older_than: timedelta, batch_size: int = 1000
+) -> int:
+    """Hard-delete tool calls that finished (succeeded, failed) more than `older_than` ago;
+    return how many. Running calls are never touched.
+
+    In batches of `batch_size`, each one statement in its own short transaction (so it
+    commits as it goes, and takes a connection in autocommit, `db.connection()`), until a
+    batch deletes fewer: calls that another transaction holds are skipped, not waited for.
+    Their executions stay (`purge_finished_executions` purges those, and the calls left with
+    them). One 'purge' event records the count and the cutoff, in the last batch's
+    transaction; no event per row. For the schema owner or agentdb_worker.
+    """
+    data = validated(PurgeFinishedInput, older_than=older_than, batch_size=batch_size)
+    (deleted,) = await purge_in_batches(
+        conn,
+        PURGE_FINISHED_TOOL_CALLS,
+        older_than=data.older_than,
+        batch_size=data.batch_size,
+        schema_name="agents",
+        table_name="tool_calls",
+        counts=("deleted",),
+    )
+    return deleted
 
 
 # Helpers ----------------------------------------------------------------------------------

@@ -7,22 +7,27 @@ caller's transaction). Both find their tables in the catalog, so a table added b
 migration is covered without a change here, and both are meant for the schema owner or a
 login of agentdb_worker: under agentdb_app, row-level security would hide other owners' rows,
 and audit.record_event() refuses the role (AccessDeniedError), so nothing is kept.
+
+`purge_in_batches` is the retention purge of tables that grow without bound (the agents'
+finished executions and tool calls): many short transactions of one statement each, audited
+once, for the same roles.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, LiteralString, NamedTuple
 from uuid import UUID
 
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from app.audit.models import AuditEvent, AuditListInput, ErasureReport, PurgeInput
-from app.database.errors import database_errors
+from app.database.errors import InvalidInputError, database_errors
 from app.database.pagination import Page, check_limit, encode_cursor, newest_first_start, page_of
 from app.database.rows import column_list, model_rows, returned
+from app.database.transactions import in_transaction
 from app.database.validation import as_uuid, validated
 
 # SQL --------------------------------------------------------------------------------------
@@ -140,6 +145,21 @@ SELECT audit.record_event(
 )
 """
 
+# The cutoff of a purge in batches, taken once on the server's clock (the rows' timestamps
+# are the server's): every batch and the event use the same one.
+SELECT_PURGE_CUTOFF = "SELECT now() - %(older_than)s::interval"
+
+# The event of a purge in batches: its counts (`details`) and the cutoff it used.
+RECORD_BATCHED_PURGE = """
+SELECT audit.record_event(
+    'purge',
+    %(schema_name)s,
+    %(table_name)s,
+    NULL,
+    %(details)s::jsonb || jsonb_build_object('cutoff', %(cutoff)s::timestamptz)
+)
+"""
+
 AUDIT_EVENT_ROW = model_rows(AuditEvent)
 
 
@@ -250,6 +270,60 @@ async def purge_deleted(conn: AsyncConnection[Any], *, older_than: timedelta) ->
                     await conn.execute(RECORD_PURGE, event)
             await conn.execute(SET_BULK_OPERATION, ["off"])
     return purged
+
+
+async def purge_in_batches(
+    conn: AsyncConnection[Any],
+    batch: LiteralString,
+    *,
+    older_than: timedelta,
+    batch_size: int,
+    schema_name: str,
+    table_name: str,
+    counts: Sequence[str],
+) -> list[int]:
+    """Run the delete statement `batch` until one run deletes fewer than `batch_size` rows;
+    the totals of its counts. Each run is its own short transaction (bulk mode on: no audit
+    event per row); the last one also records one 'purge' event with the totals and the cutoff
+    (none when nothing was deleted).
+
+    `batch` takes %(cutoff)s, %(after)s and %(batch_size)s and returns one row: the largest
+    key it deleted (NULL when none), then one count per name in `counts` (the first is the
+    rows of `table_name`). The next run starts at that key (`after`), so no batch re-reads the
+    dead index entries the earlier ones left. For the schema owner or agentdb_worker. A
+    connection inside a transaction (`db.session()`) is refused before any SQL runs: every
+    batch would then hold its locks until the caller's commit, the one long lock this avoids.
+    """
+    if in_transaction(conn):
+        raise InvalidInputError(
+            "conn: the purge commits each batch itself: pass a connection in autocommit "
+            "(db.connection()), not one inside a transaction (db.session())",
+            field="conn",
+        )
+    cursor = await conn.execute(SELECT_PURGE_CUTOFF, {"older_than": older_than})
+    (cutoff,) = returned(await cursor.fetchone())
+    params: dict[str, Any] = {"cutoff": cutoff, "after": "-infinity", "batch_size": batch_size}
+    totals = [0] * len(counts)
+    while True:
+        async with conn.transaction():
+            cursor = conn.cursor()
+            async with conn.pipeline():
+                await conn.execute(SET_BULK_OPERATION, ["on"])
+                await cursor.execute(batch, params)
+            last, *deleted = returned(await cursor.fetchone())
+            totals = [total + count for total, count in zip(totals, deleted, strict=True)]
+            if last is not None:
+                params["after"] = last
+            if deleted[0] < batch_size:
+                if any(totals):
+                    event = {
+                        "schema_name": schema_name,
+                        "table_name": table_name,
+                        "details": Jsonb(dict(zip(counts, totals, strict=True))),
+                        "cutoff": cutoff,
+                    }
+                    await conn.execute(RECORD_BATCHED_PURGE, event)
+                return totals
 
 
 # Helpers ----------------------------------------------------------------------------------
