@@ -37,6 +37,7 @@ ENV_VARIABLES = {
 }
 EMBEDDED_VARIABLE = "AGENTDB_EMBEDDED"
 REPLICAS_VARIABLE = "DATABASE_REPLICA_URLS"
+DIRECT_VARIABLE = "AGENTDB_DIRECT_URL"
 
 
 def libpq_url(url: str) -> str:
@@ -120,6 +121,10 @@ class DatabaseConfig(BaseModel):
     replica_check_interval: float = Field(
         default=1.0, gt=0, description="seconds between checks of the replicas' health and lag"
     )
+    direct_url: SecretStr | None = Field(
+        default=None,
+        description="the server itself when `url` is a transaction pooler: the worker LISTENs here",
+    )
 
     def __init__(self, **settings: Any) -> None:
         try:
@@ -130,7 +135,7 @@ class DatabaseConfig(BaseModel):
             message = first["msg"].removeprefix("Value error, ")
             raise InvalidInputError(f"{field}: {message}", field=field) from None
 
-    @field_validator("url", mode="after")
+    @field_validator("url", "direct_url", mode="after")
     @classmethod
     def _url_is_postgresql(cls, url: SecretStr | None) -> SecretStr | None:
         if url is None:
@@ -159,19 +164,25 @@ class DatabaseConfig(BaseModel):
         With `AGENTDB_EMBEDDED=0` and nothing configured, InvalidInputError names DATABASE_URL;
         a bad variable (a `DB_PORT` that is not a port) is an InvalidInputError naming it.
         `DATABASE_REPLICA_URLS` (comma-separated URLs of streaming standbys) sets
-        `replica_urls` unless given here.
+        `replica_urls` unless given here, and `AGENTDB_DIRECT_URL` sets `direct_url` (the
+        server itself, when `DATABASE_URL` is a transaction pooler such as PgBouncer).
         """
         # Where the caller says the database is, the environment's place is moot.
         settings = {} if set(overrides) & set(ENV_VARIABLES) else _settings_from_env()
         replicas = os.environ.get(REPLICAS_VARIABLE, "").strip()
         if replicas and "replica_urls" not in overrides:
             settings["replica_urls"] = [url.strip() for url in replicas.split(",") if url.strip()]
+        direct = os.environ.get(DIRECT_VARIABLE, "").strip()
+        if direct and "direct_url" not in overrides:
+            settings["direct_url"] = direct
         try:
             return cls(**{**settings, **overrides})
         except InvalidInputError as error:
             variable = ENV_VARIABLES.get(error.field or "")
             if (error.field or "").startswith("replica_urls") and "replica_urls" not in overrides:
                 variable = REPLICAS_VARIABLE
+            if error.field == "direct_url" and "direct_url" not in overrides:
+                variable = DIRECT_VARIABLE
             if variable is None or error.field in overrides:
                 raise
             message = str(error).removeprefix(f"{error.field}: ")
@@ -187,6 +198,17 @@ class DatabaseConfig(BaseModel):
             )
             for url in self.replica_urls
         ]
+
+    def direct_conninfo(self) -> str | None:
+        """The libpq connection string of `direct_url` (with its password: never log), or
+        None when none is given."""
+        if self.direct_url is None:
+            return None
+        return make_conninfo(
+            self.direct_url.get_secret_value(),
+            connect_timeout=max(2, round(self.connect_timeout)),
+            application_name=self.application_name,
+        )
 
     def conninfo(self) -> str:
         """The libpq connection string (it contains the password: never log it). On an

@@ -45,12 +45,27 @@ from app.database.vectors import register_vector_types
 Connection = psycopg.AsyncConnection[Any]
 
 
-# Session settings every pooled connection starts with: UTC so timestamps read the same
-# everywhere, and the configured statement timeout ('0' = the server's default of none).
+# Settings every pooled connection starts with: UTC so timestamps read the same everywhere,
+# and the configured statement timeout ('0' = the server's default of none). The timeout is
+# session state, so it is set only on a connection of the server's own: through a
+# transaction pooler (PgBouncer) the session is a server connection other clients share, and
+# the timeout goes with each transaction instead (SET_STATEMENT_TIMEOUT). A pooler is told
+# by the backend pid: PgBouncer hands its clients a made-up one (its cancel key), so the pid
+# the connection reported differs from the server's. TimeZone is set either way: PgBouncer
+# keeps it per client (one of the parameters it tracks and sets again on every server
+# connection it hands that client), so it never reaches another client.
 CONFIGURE_SESSION = """
-SELECT pg_catalog.set_config('TimeZone', 'UTC', false),
-       pg_catalog.set_config('statement_timeout', %s, false)
+SELECT pg_catalog.pg_backend_pid() <> %(reported_pid)s AS is_through_pooler,
+       pg_catalog.set_config('TimeZone', 'UTC', false),
+       CASE WHEN pg_catalog.pg_backend_pid() = %(reported_pid)s
+            THEN pg_catalog.set_config('statement_timeout', %(timeout)s, false)
+       END
 """
+
+SELECT_BACKEND_PID = "SELECT pg_catalog.pg_backend_pid()"
+
+# The statement timeout of a transaction through a pooler, sent with its BEGIN.
+SET_STATEMENT_TIMEOUT = sql.SQL("SET LOCAL statement_timeout = {}")
 
 # What db.session(owner_id=…, actor=…) sets for its transaction only (SET LOCAL, which is
 # set_config(…, true) as a utility command: nothing to plan): row-level security reads
@@ -177,6 +192,16 @@ class DatabaseManager:
             begin = _scoped_begin(owner_id, actor)
         return self._session(begin)
 
+    def _begin_on(self, conn: PooledConnection, begin: PendingBegin) -> PendingBegin:
+        """`begin`, with the statement timeout made local to the transaction on a connection
+        through a pooler (where the connection's own setting would be shared state)."""
+        if not conn.is_through_pooler or not self.config.statement_timeout:
+            return begin
+        timeout = SET_STATEMENT_TIMEOUT.format(
+            sql.Literal(f"{round(self.config.statement_timeout * 1000)}ms")
+        ).as_bytes(None)
+        return PendingBegin(begin.query + b"; " + timeout, (*begin.commands, timeout))
+
     @asynccontextmanager
     async def _session(self, begin: PendingBegin) -> AsyncIterator[Connection]:
         # The BEGIN waits on the connection for the block's first statement (one round trip
@@ -188,7 +213,7 @@ class DatabaseManager:
         try:
             async with self._checked_pool().connection() as conn:
                 forget_errors(conn)
-                conn.pending_begin = begin
+                conn.pending_begin = self._begin_on(conn, begin)
                 try:
                     yield conn
                 except BaseException:
@@ -264,7 +289,7 @@ class DatabaseManager:
                 replica.mark_down(f"no connection ({type(error).__name__})")
                 continue
             forget_errors(conn)
-            conn.pending_begin = begin
+            conn.pending_begin = self._begin_on(conn, begin)
             if position is not None and not has_replayed(replica, position):
                 try:
                     async with conn.cursor() as cursor:
@@ -282,7 +307,7 @@ class DatabaseManager:
             return conn
         conn = await stack.enter_async_context(self._checked_pool().connection())
         forget_errors(conn)
-        conn.pending_begin = begin
+        conn.pending_begin = self._begin_on(conn, begin)
         return conn
 
     async def current_lsn(self) -> str:
@@ -357,11 +382,15 @@ class DatabaseManager:
                 f"cannot connect to {self.config.describe()}: {connect_reason(error)}"
             ) from None
 
-    async def _configure(self, conn: Connection) -> None:
+    async def _configure(self, conn: PooledConnection) -> None:
         timeout_ms = (
             round(self.config.statement_timeout * 1000) if self.config.statement_timeout else 0
         )
-        await conn.execute(CONFIGURE_SESSION, [str(timeout_ms)])
+        cursor = await conn.execute(
+            CONFIGURE_SESSION, {"reported_pid": conn.info.backend_pid, "timeout": str(timeout_ms)}
+        )
+        row = await cursor.fetchone()
+        conn.is_through_pooler = bool(row and row[0])
         await register_vector_types(conn)
         self._returned_at[conn] = time.monotonic()
 
@@ -406,6 +435,13 @@ scoped_begin = functools.lru_cache(maxsize=4096)(_scoped_begin)
 """`_scoped_begin`, remembered per (owner_id, actor) as given: a service serves the same
 owners again and again, and validating and quoting cost more than the rest of the call.
 Invalid input raises every time (an exception is not remembered)."""
+
+
+async def is_through_pooler(conn: Connection) -> bool:
+    """Whether `conn` reaches the server through a pooler such as PgBouncer (the backend pid
+    it reported is not the server's: a pooler makes one up). One round trip."""
+    row = await (await conn.execute(SELECT_BACKEND_PID)).fetchone()
+    return row is not None and row[0] != conn.info.backend_pid
 
 
 def _has_input(conn: Connection) -> bool:

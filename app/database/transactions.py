@@ -40,6 +40,7 @@ class PooledConnection(psycopg.AsyncConnection[Any]):
     statement sent sends it first."""
 
     pending_begin: PendingBegin | None = None
+    is_through_pooler: bool = False  # set by the pool's configure hook
 
     def _start_query(self) -> PQGen[None]:
         # psycopg calls this before sending any query (the hook with which a non-autocommit
