@@ -1171,3 +1171,32 @@ def test_the_cli_names_database_when_its_url_is_not_postgresql(
     assert result.returncode == 1
     assert result.stderr.startswith("agentdb: error: --database: not a PostgreSQL URL")
     assert "secret" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# jsonb as PostgreSQL prints it, for the same values read back: what orjson reads alike, and
+# what it would not (integers beyond 64 bits, numbers beyond a double, long fractions).
+JSON_TEXTS = [
+    '{"source": "web", "tags": ["a", "b"], "n": 3, "x": 2.5, "ok": true, "none": null}',
+    '{"emoji": "\\ud83d\\ude00", "quote": "\\"", "tab": "\\t", "cyr": "привет"}',
+    '{"big": 123456789012345678901234567890}',
+    '{"below_i64": -9223372036854775809, "u64": 18446744073709551615}',
+    "[1e400, -1e400, 1.5e308, 0.1, 1E2, -0.0]",
+    '{"fraction": 0.12345678901234567890123, "digits in text": "1234567890123456789012"}',
+    "[]",
+    '"just a string"',
+]
+
+
+async def test_json_reads_as_the_standard_library_reads_what_the_server_prints(
+    db: DatabaseManager,
+) -> None:
+    async with db.connection() as conn:
+        for text in JSON_TEXTS:
+            cursor = await conn.execute("SELECT %s::jsonb, %s::jsonb::text", [text, text])
+            read, printed = await cursor.fetchone()  # type: ignore[misc]
+            binary = await conn.execute("SELECT %s::jsonb", [text], binary=True)
+            (read_binary,) = await binary.fetchone()  # type: ignore[misc]
+            expected = json.loads(printed)
+            for value in (read, read_binary):
+                assert value == expected, text
+                assert json.dumps(value) == json.dumps(expected), text  # int stays int

@@ -18,6 +18,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import set_json_loads
 
 from app.database.config import DatabaseConfig
 from app.database.errors import (
@@ -38,6 +39,7 @@ from app.database.replicas import (
     parse_lsn,
     wal_end,
 )
+from app.database.rows import load_json
 from app.database.transactions import PLAIN_BEGIN, PendingBegin, PooledConnection, execute
 from app.database.validation import InputModel, Name, Uuid, validated
 from app.database.vectors import register_vector_types
@@ -391,6 +393,7 @@ class DatabaseManager:
         )
         row = await cursor.fetchone()
         conn.is_through_pooler = bool(row and row[0])
+        set_json_loads(load_json, conn)
         await register_vector_types(conn)
         self._returned_at[conn] = time.monotonic()
 

@@ -12,10 +12,12 @@ whose columns are not the model's fields is a bug, and fails loudly at its first
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Sequence
 from typing import Any, LiteralString, TypeVar
 
+import orjson
 from psycopg.rows import BaseRowFactory, RowMaker
 from pydantic import BaseModel
 
@@ -139,3 +141,23 @@ def returned(row: T | None) -> T:
     if row is None:
         raise RuntimeError("INSERT … RETURNING returned no row")
     return row
+
+
+# A run of 19 digits: an integer that orjson may read as a float (beyond 64 bits, which jsonb
+# allows), or a long fraction. Such text goes to the standard library's parser.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def load_json(data: str | bytes) -> Any:
+    """`json.loads(data)`, the same value, mostly through orjson (ten times faster on the
+    small objects rows hold: metadata, FSM data, inputs). What orjson would read otherwise
+    goes to `json`: integers beyond 64 bits (orjson makes them floats) and numbers beyond a
+    double (orjson refuses them; `json` reads infinity)."""
+    if isinstance(data, str):  # psycopg's loaders pass bytes; the signature allows text
+        data = data.encode()
+    if _LONG_NUMBER.search(data):
+        return json.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
