@@ -35,6 +35,9 @@ from app.database.migrations import Migrator
 GIVEN_URL = os.environ.pop("DATABASE_URL", None) or None
 
 SESSION = secrets.token_hex(3)
+# The password of every login role a test makes: a server that asks for passwords on TCP
+# (scram, md5: a distribution's default) lets them in too, one that trusts ignores it.
+LOGIN_PASSWORD = secrets.token_hex(16)
 PREFIX = f"agentdb_test_{SESSION}_"
 TEMPLATE = f"{PREFIX}template"
 
@@ -120,6 +123,12 @@ def server() -> Iterator[Server]:
     # directory from under a server that another pytest session is still running.
     with embedded.throwaway_server(prefix="agentdb-test-") as url:
         yield inspect_server(url, is_own=True)
+
+
+@pytest.fixture(scope="session")
+def login_password() -> str:
+    """The password to give a login role a test makes (see LOGIN_PASSWORD), for its URL."""
+    return LOGIN_PASSWORD
 
 
 @pytest.fixture(scope="session")
@@ -329,12 +338,12 @@ def login_as(server: Server, database_url: str) -> Iterator[Any]:
         name = f"login_{group.removeprefix('agentdb_')}_{secrets.token_hex(4)}"
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-                    sql.Identifier(name), sql.Identifier(group)
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                    sql.Identifier(name), sql.Literal(LOGIN_PASSWORD), sql.Identifier(group)
                 )
             )
         made.append(name)
-        return make_conninfo(database_url, user=name)
+        return make_conninfo(database_url, user=name, password=LOGIN_PASSWORD)
 
     yield make
     with psycopg.connect(server_url, autocommit=True) as admin:

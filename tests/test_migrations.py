@@ -136,8 +136,8 @@ def test_verify_fails_on_a_rollback_that_leaves_a_privilege_behind(
 def role_without_createdb(server_url: str, login_as: Any) -> str:
     """A login that may not create databases (a member of agentdb_readonly), its URL on the
     session's maintenance database."""
-    login = str(conninfo_to_dict(login_as("agentdb_readonly"))["user"])
-    return make_conninfo(server_url, user=login)
+    login = conninfo_to_dict(login_as("agentdb_readonly"))
+    return make_conninfo(server_url, user=login["user"], password=login["password"])
 
 
 def test_verify_says_it_needs_createdb_when_the_role_lacks_it(
@@ -336,7 +336,7 @@ DROP EXTENSION IF EXISTS vector;
 
 @pytest.fixture
 def owned_database(
-    superuser: Any, server_url: str, template_url: str, database_prefix: str
+    superuser: Any, server_url: str, template_url: str, database_prefix: str, login_password: str
 ) -> Iterator[tuple[str, str]]:
     """A database owned by a new login that is not a superuser (CREATEROLE and the ADMIN
     OPTION of the group roles, which the template's migration made, as README's owner has),
@@ -345,7 +345,9 @@ def owned_database(
     owner, name = f"schema_owner_{suffix}", f"{database_prefix}owned_{suffix}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE NOSUPERUSER").format(sql.Identifier(owner))
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE NOSUPERUSER PASSWORD {}").format(
+                sql.Identifier(owner), sql.Literal(login_password)
+            )
         )
         for group in ("agentdb_app", "agentdb_worker", "agentdb_readonly"):
             admin.execute(
@@ -362,7 +364,7 @@ def owned_database(
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION vector")
     try:
-        yield make_conninfo(superuser_url, user=owner), superuser_url
+        yield make_conninfo(superuser_url, user=owner, password=login_password), superuser_url
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(

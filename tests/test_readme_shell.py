@@ -12,7 +12,8 @@ only for what varies from run to run or machine to machine:
 - a timestamp (`2026-01-31 12:00:00`, with fractions or a zone) reads `<timestamp>`;
 - a UUID reads `<uuid>`; a size (`8192 bytes`, `16 kB`, `3 MB`) reads `<size>`;
 - `pid 1234` reads `pid <pid>`, a `port=5432` or `:5432` after a host reads `<port>`;
-- `PostgreSQL 18.1` reads `PostgreSQL <version>`;
+- `PostgreSQL 18.1` (and a distribution's suffix, `(Debian 15.20-0+deb12u1)`) reads
+  `PostgreSQL <version>`;
 - the throwaway database's name reads `agentdb`;
 - runs of spaces, and of a table's rule characters (`─━═`), count as one (a table's columns
   are as wide as their values), and trailing spaces are ignored.
@@ -41,7 +42,7 @@ NORMALIZATIONS = [
     (re.compile(r"\b\d+ (?:bytes|kB|MB|GB|TB)\b"), "<size>"),
     (re.compile(r"\bpid \d+"), "pid <pid>"),
     (re.compile(r"(?<=port=)\d+|(?<=[a-z0-9\]]:)\d{2,5}(?=/)"), "<port>"),
-    (re.compile(r"\bPostgreSQL \d+(?:\.\d+)*"), "PostgreSQL <version>"),
+    (re.compile(r"\bPostgreSQL \d+(?:\.\d+)*(?: \([^)]*\))?"), "PostgreSQL <version>"),
     (re.compile(r"[─━═]+"), "─"),
     (re.compile(r" +"), " "),
 ]
