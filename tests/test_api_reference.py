@@ -217,7 +217,10 @@ def module_items(module: ModuleType, homes: dict[int, str]) -> Iterator[Item]:
             code = typed_dict_code(name, value)
             yield Item(name, code, summary(value), docstring_problem(value, what))
         elif inspect.isclass(value):
-            code = f"{name}({parameters(inspect.signature(value), bound=False)})"
+            try:
+                code = f"{name}({parameters(inspect.signature(value), bound=False)})"
+            except ValueError:  # a builtin's constructor (an exception's), no signature
+                code = f"{name}(*args)"
             own = bool(vars(value).get("__doc__"))  # not the base's, inherited
             yield Item(name, code, summary(value), docstring_problem(value, what, own=own))
             yield from members(value)

@@ -23,6 +23,18 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+__all__ = [
+    "EmbeddedServerError",
+    "ServerStatus",
+    "binary",
+    "default_data_dir",
+    "server_url",
+    "start",
+    "status",
+    "stop",
+    "throwaway_server",
+]
+
 DATABASE_NAME = "agentdb"
 SUPERUSER = "postgres"
 
@@ -119,8 +131,9 @@ def status(data_dir: Path | None = None) -> ServerStatus:
 
 @contextlib.contextmanager
 def throwaway_server(prefix: str = "agentdb-") -> Iterator[str]:
-    """A fresh server in a temporary directory, tuned for speed over durability; yields the
-    URL of its `postgres` database and deletes everything on exit.
+    """A fresh server in a temporary directory, tuned for speed over durability.
+
+    Yields the URL of its `postgres` database and deletes everything on exit.
 
     fsync and friends are off (nothing here must survive a crash), and so is autovacuum:
     CREATE DATABASE … TEMPLATE waits in 100 ms steps for any autovacuum worker inside the

@@ -28,6 +28,17 @@ from pydantic import BaseModel, ConfigDict
 from app.database.errors import translate
 from app.database.migrations import Migrator
 
+__all__ = [
+    "DatabaseInspection",
+    "IndexHealth",
+    "MigrationHealth",
+    "QueueGroup",
+    "StaleRun",
+    "TableHealth",
+    "inspect_database",
+    "print_inspection",
+]
+
 # The schemas the migrations create: the tables of these are agentdb's.
 AGENTDB_SCHEMAS = ("messaging", "tasks", "agents", "telegram", "knowledge", "audit")
 

@@ -39,6 +39,16 @@ from yoyo.migrations import Migration, MigrationList
 
 from app.database import embedded
 
+__all__ = [
+    "MigrationError",
+    "MigrationStatus",
+    "Migrator",
+    "default_migrations_dir",
+    "new_migration",
+    "schema_snapshot",
+    "verify",
+]
+
 DOMAIN_SCHEMAS = ("messaging", "tasks", "agents", "telegram")
 
 # Any constant bigint works; this one is 'agentdb' in ASCII, so it is recognisable in pg_locks.
@@ -522,6 +532,7 @@ class Migrator:
         self.migrations_dir = migrations_dir or default_migrations_dir()
 
     def migrations(self) -> MigrationList:
+        """The migrations in the folder, in order (MigrationError when there is no folder)."""
         if not self.migrations_dir.is_dir():
             raise MigrationError(f"no migrations directory at {self.migrations_dir}")
         return read_migrations(str(self.migrations_dir))
@@ -738,9 +749,11 @@ def new_migration(name: str, migrations_dir: Path | None = None) -> tuple[Path, 
 def verify(
     conninfo: str, migrations_dir: Path | None = None, log: Callable[[str], None] = print
 ) -> None:
-    """On a throwaway database of the server at `conninfo`: apply all; re-run every forward file
-    verbatim in psql (no error, identical schema); roll all back (domain schemas gone); apply
-    again (schema identical to the first apply). Raises MigrationError on the first failure."""
+    """Check the migrations on a throwaway database of the server at `conninfo`.
+
+    Apply all; re-run every forward file verbatim in psql (no error, identical schema); roll
+    all back (domain schemas gone); apply again (schema identical to the first apply).
+    Raises MigrationError on the first failure."""
     name = f"agentdb_verify_{secrets.token_hex(4)}"
     with psycopg.connect(conninfo, autocommit=True) as admin:
         try:
@@ -824,9 +837,10 @@ def run_psql_file(conninfo: str, path: Path) -> None:
 
 
 def schema_snapshot(conninfo: str) -> str:
-    """A description of every object the migrations create, read from pg_catalog (an entry per
-    object, sorted; a function's body spans lines), without the migration bookkeeping tables;
-    the same schema gives the same text on any server build."""
+    """A description of every object the migrations create, read from pg_catalog.
+
+    An entry per object, sorted (a function's body spans lines), without the migration
+    bookkeeping tables; the same schema gives the same text on any server build."""
     entries: list[str] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         # Names print schema-qualified whatever the role's search_path.
