@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import time
 from collections import deque
@@ -165,6 +164,7 @@ class ReplicaSet:
         ]
         self._next = 0
         self._monitor: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def open(self, primary: psycopg_pool.AsyncConnectionPool[PooledConnection]) -> None:
         """Open the pools without waiting (a replica that is down does not stop the
@@ -175,10 +175,13 @@ class ReplicaSet:
         self._monitor = asyncio.create_task(self._watch(primary), name="agentdb replicas")
 
     async def close(self) -> None:
+        """Stop the monitor and close the pools. The monitor also ends by itself once it sees
+        the set closing: a cancel that lands as a check's timeout expires can be taken
+        for that timeout (asyncio.timeout, wait_for), and the loop would otherwise go on."""
+        self._closing = True
         if self._monitor is not None:
             self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+            await asyncio.wait({self._monitor}, timeout=self.check_interval + 3 * CHECKOUT_TIMEOUT)
             self._monitor = None
         for replica in self.replicas:
             await replica.pool.close()
@@ -231,8 +234,10 @@ class ReplicaSet:
         replica.is_healthy, replica.reason = True, "healthy"
 
     async def _watch(self, primary: psycopg_pool.AsyncConnectionPool[PooledConnection]) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.check_interval)
+            if self._closing:
+                return
             try:
                 await self.check(primary)
             except Exception:  # never let the monitor die: the next check tries again
