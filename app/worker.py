@@ -14,7 +14,10 @@ How it works, one asyncio task each:
   notification arrives. Each tick it also takes back the runs of dead workers
   (`requeue_stale_executions` with `stale_after`); any worker does it.
 - the listener holds its own connection, LISTENing on NOTIFY_CHANNEL; when the connection
-  drops it reconnects (and the loop polls meanwhile).
+  drops it reconnects (and the loop polls meanwhile). LISTEN is session state, which cannot
+  pass through a transaction pooler (PgBouncer): the listener connects to
+  `DatabaseConfig.direct_url` (the server itself) when one is given; without one, when the
+  database URL turns out to be a pooler, there is no listener and the loop polls.
 - the heartbeat renews all running executions in one statement every
   `heartbeat_interval`. A run whose cancel was requested has its context flagged and its
   handler task cancelled (asyncio.CancelledError at its next await), then ends cancelled;
@@ -63,6 +66,7 @@ from app.agents import (
 )
 from app.agents.models import MAX_CLAIM
 from app.database import AgentDBError, ConflictError, DatabaseManager, InvalidInputError
+from app.database.manager import is_through_pooler
 
 __all__ = ["ExecutionContext", "ExecutionResult", "Handler", "run_worker"]
 
@@ -275,8 +279,10 @@ class _Worker:
 
     async def _listen(self) -> None:
         """Wake the claim loop on every notification for our agents; reconnect when the
-        connection drops (the claim loop polls meanwhile)."""
-        conninfo = self.db.config.conninfo()
+        connection drops (the claim loop polls meanwhile). On the direct URL when there is
+        one; through a pooler without one, not at all (the claim loop polls)."""
+        direct = self.db.config.direct_conninfo()
+        conninfo = direct or self.db.config.conninfo()
         pause = min(self.poll_interval, 1.0)
         while True:
             try:
@@ -285,6 +291,15 @@ class _Worker:
                     autocommit=True,
                     application_name=f"agentdb-worker-listener {self.worker_id}"[:63],
                 ) as conn:
+                    if direct is None and await is_through_pooler(conn):
+                        logger.info(
+                            "worker %s: the database URL is a transaction pooler, which cannot "
+                            "pass LISTEN on, and no direct URL is given (AGENTDB_DIRECT_URL): "
+                            "polling every %ss",
+                            self.worker_id,
+                            self.poll_interval,
+                        )
+                        return
                     await conn.execute(LISTEN)
                     self.listener_pid = conn.info.backend_pid
                     pause = min(self.poll_interval, 1.0)

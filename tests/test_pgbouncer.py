@@ -4,6 +4,8 @@ clients, and every module's functions work through it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -11,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psycopg
 import pytest
+from aiogram.fsm.storage.base import StorageKey
 
-from app import messaging
+from app import agents, messaging
+from app.agents import Execution
 from app.database import (
     DatabaseConfig,
     DatabaseManager,
@@ -20,6 +24,8 @@ from app.database import (
     TransactionAbortedError,
 )
 from app.database.manager import is_through_pooler
+from app.integrations.aiogram import PostgresEventIsolation, PostgresStorage, lock_id
+from app.worker import ExecutionContext, run_worker
 
 if TYPE_CHECKING:  # imported by pytest as a plugin (an import here would come first)
     from tests.pgbouncer import PgBouncer
@@ -32,6 +38,9 @@ StartPgBouncer = Callable[..., "PgBouncer"]
 BACKEND_PID = "SELECT pg_catalog.pg_backend_pid()"
 OWNER_SETTING = "SELECT pg_catalog.current_setting('agentdb.owner_id', true)"
 ACTOR_SETTING = "SELECT pg_catalog.current_setting('agentdb.actor', true)"
+TRY_XACT_LOCK = "SELECT pg_catalog.pg_try_advisory_xact_lock(%s)"
+COUNT_ADVISORY_LOCKS = "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+COUNT_SUCCEEDED = "SELECT count(*) FROM agents.executions WHERE status = 'succeeded'"
 SHOW_STATEMENT_TIMEOUT = "SHOW statement_timeout"
 SHOW_TIMEZONE = "SHOW TimeZone"
 SET_TOKYO = "SET TimeZone = 'Asia/Tokyo'"
@@ -41,6 +50,9 @@ SELECT COALESCE(pg_catalog.current_setting('hnsw.ef_search', true), '40'),
        pg_catalog.current_setting('plan_cache_mode')
 """
 DEFAULT_SEARCH_SETTINGS = ("40", "off", "auto")  # pgvector's and the server's (or not loaded)
+
+
+WORKER_TIMINGS: dict[str, Any] = {"heartbeat_interval": 0.5, "stale_after": 10.0}
 
 
 def pooled_config(url: str, **settings: Any) -> DatabaseConfig:
@@ -158,6 +170,148 @@ async def test_search_settings_end_with_the_search(
             assert len(hits) == 1
             assert await one(conn, SEARCH_SETTINGS) == DEFAULT_SEARCH_SETTINGS
     assert await one(other_client, SEARCH_SETTINGS) == DEFAULT_SEARCH_SETTINGS
+
+
+# aiogram: the storage, and an isolation lock that stays inside its transaction -----------
+
+
+def storage_key(user: int) -> StorageKey:
+    return StorageKey(bot_id=1, chat_id=user, user_id=user)
+
+
+@pytest.mark.parametrize("threshold", [None, 5], ids=["prepare_threshold=None", "default"])
+async def test_the_aiogram_storage_works_through_pgbouncer(
+    pgbouncer: StartPgBouncer, database_url: str, threshold: int | None
+) -> None:
+    # With the default threshold too: a pooler is found, and nothing is prepared through it.
+    bouncer = pgbouncer(pool_size=3)
+    config = DatabaseConfig(url=bouncer.url(database_url), prepare_threshold=threshold)
+    async with (
+        DatabaseManager(config) as db,
+        await psycopg.AsyncConnection.connect(bouncer.url(database_url)) as other,
+    ):
+        storage = PostgresStorage(db)
+        isolation = storage.create_isolation()
+        try:
+            # Past psycopg's prepare threshold, on changing server connections (every other
+            # round another client's transaction holds one): a statement prepared on one
+            # server connection would be unknown to the next.
+            for round_ in range(12):
+                if round_ % 2:
+                    await other.execute(BACKEND_PID)  # its transaction holds a connection
+                async with isolation.lock(storage_key(1)):
+                    await storage.set_state(storage_key(1), f"Form:step{round_}")
+                    await storage.update_data(storage_key(1), {f"k{round_}": round_})
+                await other.rollback()
+            assert await storage.get_state(storage_key(1)) == "Form:step11"
+            assert await storage.get_data(storage_key(1)) == {f"k{n}": n for n in range(12)}
+            await storage.set_data(storage_key(1), {"name": "Alice"})
+            assert await storage.get_value(storage_key(1), "name") == "Alice"
+        finally:
+            await isolation.close()
+            await storage.close()
+
+
+async def test_the_isolation_lock_never_escapes_to_another_client_of_the_pool(
+    pgbouncer: StartPgBouncer, database_url: str
+) -> None:
+    # A session-level lock taken in autocommit would stay on the server connection, which
+    # PgBouncer then hands to the next client: that client would hold the lock too (advisory
+    # locks are reentrant within a session).
+    bouncer = pgbouncer(pool_size=2)
+    number = lock_id(storage_key(1))
+    async with DatabaseManager(pooled_config(bouncer.url(database_url))) as db:
+        isolation = PostgresEventIsolation(db)
+        try:
+            for _ in range(3):
+                async with (
+                    await psycopg.AsyncConnection.connect(
+                        bouncer.url(database_url), autocommit=True, prepare_threshold=None
+                    ) as other,
+                    isolation.lock(storage_key(1)),
+                ):
+                    assert await one(other, TRY_XACT_LOCK, [number]) is False
+                    assert await one(other, TRY_XACT_LOCK, [lock_id(storage_key(2))]) is True
+                async with await psycopg.AsyncConnection.connect(database_url) as direct:
+                    assert await one(direct, COUNT_ADVISORY_LOCKS) == 0  # gone with its handler
+        finally:
+            await isolation.close()
+
+
+# The worker: no LISTEN through the pooler --------------------------------------------------
+
+
+async def succeeded(db: DatabaseManager) -> int:
+    async with db.connection() as conn:
+        return int(await one(conn, COUNT_SUCCEEDED))
+
+
+async def wait_for(check: Callable[[], Any], timeout: float) -> bool:
+    """Whether `check()` (a coroutine function) turns true within `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def echo(execution: Execution, context: ExecutionContext) -> dict[str, Any]:
+    return {"n": execution.input["n"]}
+
+
+async def test_a_worker_through_pgbouncer_without_a_direct_url_polls_and_drains_the_queue(
+    pgbouncer: StartPgBouncer, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bouncer = pgbouncer(pool_size=4)
+    caplog.set_level(logging.INFO, logger="agentdb.worker")
+    async with DatabaseManager(pooled_config(bouncer.url(database_url))) as db:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_worker(db, {"echo": echo}, poll_interval=0.2, stop=stop, **WORKER_TIMINGS)
+        )
+        try:
+            async with db.session() as conn:
+                await agents.enqueue_executions(
+                    conn, [{"agent_name": "echo", "input": {"n": n}} for n in range(50)]
+                )
+            assert await wait_for(lambda: is_count(db, 50), timeout=60)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    polling = [r.getMessage() for r in caplog.records if "polling every 0.2s" in r.getMessage()]
+    assert len(polling) == 1 and "no direct URL is given (AGENTDB_DIRECT_URL)" in polling[0]
+
+
+async def test_a_worker_through_pgbouncer_listens_on_the_direct_url(
+    pgbouncer: StartPgBouncer, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Polling every 30 s, a job enqueued after the worker's first claim waits up to 30 s; a
+    # NOTIFY heard on the direct connection starts it at once. 10 s is far from both.
+    bouncer = pgbouncer(pool_size=4)
+    caplog.set_level(logging.INFO, logger="agentdb.worker")
+    config = pooled_config(bouncer.url(database_url), direct_url=database_url)
+    async with DatabaseManager(config) as db:
+        async with db.session() as conn:
+            await agents.enqueue_execution(conn, agent_name="echo", input={"n": 0})
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_worker(db, {"echo": echo}, poll_interval=30, stop=stop, **WORKER_TIMINGS)
+        )
+        try:
+            assert await wait_for(lambda: is_count(db, 1), timeout=20)  # the first claim
+            await asyncio.sleep(0.5)  # the listener is up (and heard nothing meanwhile)
+            async with db.session() as conn:
+                await agents.enqueue_execution(conn, agent_name="echo", input={"n": 1})
+            assert await wait_for(lambda: is_count(db, 2), timeout=10)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    assert not [r for r in caplog.records if "polling every" in r.getMessage()]
+
+
+async def is_count(db: DatabaseManager, count: int) -> bool:
+    return await succeeded(db) == count
 
 
 # The direct URL (the worker's listener) ------------------------------------------------------

@@ -394,6 +394,10 @@ class DatabaseManager:
         row = await cursor.fetchone()
         conn.is_through_pooler = bool(row and row[0])
         set_json_loads(load_json, conn)
+        if conn.is_through_pooler:
+            # A statement prepared on one server connection is unknown to the next one the
+            # pooler hands out: never prepare through it, whatever prepare_threshold says.
+            conn.prepare_threshold = None
         await register_vector_types(conn)
         self._returned_at[conn] = time.monotonic()
 

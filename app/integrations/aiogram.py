@@ -14,13 +14,18 @@ one key from any number of processes all land (aiogram's own storages read, merg
 back, and lose updates without an isolation that serializes handlers).
 
 The isolation serializes the handlers of one key across processes with a PostgreSQL advisory
-lock, held on a connection of its own for the handler's duration: released when the handler
-returns or raises, and by the server when the process dies (its connection goes with it).
+lock, held by a transaction of its own on a connection of its own for the handler's
+duration: released when the handler returns or raises (the transaction ends), and by the
+server when the process dies (its connection goes with it). Being transaction-scoped, the
+lock can never stay behind on a server connection that a transaction pooler (PgBouncer)
+hands to another client: the open transaction keeps that server connection the handler's
+until the lock is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -39,19 +44,23 @@ except ImportError as error:  # pragma: no cover - exercised by a test in a clea
 
 import psycopg
 import psycopg_pool
+from psycopg.pq import TransactionStatus
 
 from app import telegram
 from app.database import DatabaseConfig, DatabaseManager, DatabaseUnavailableError
 from app.database.errors import InvalidInputError, translate
+from app.database.manager import is_through_pooler
 
 __all__ = ["PostgresEventIsolation", "PostgresStorage", "lock_id"]
 
 Ttl = int | timedelta
 """A time to live as aiogram's Redis storage takes it: seconds, or a timedelta."""
 
-# Session-level advisory locks: held until unlocked or until the connection ends.
-LOCK = "SELECT pg_catalog.pg_advisory_lock(%s)"
-UNLOCK = "SELECT pg_catalog.pg_advisory_unlock(%s)"
+# A transaction-scoped advisory lock: it ends with its transaction, whatever the pooling.
+# The transaction holds nothing else, so it is rolled back when the handler is done.
+BEGIN = "BEGIN"
+LOCK = "SELECT pg_catalog.pg_advisory_xact_lock(%s)"
+END_LOCK = "ROLLBACK"
 
 
 class PostgresStorage(BaseStorage):
@@ -175,7 +184,9 @@ class PostgresEventIsolation(BaseEventIsolation):
     Each held (or awaited) lock takes a connection of the isolation's own pool, apart from
     the storage's, so handlers waiting for a lock never starve the queries of the handlers
     that run. The pool holds at most `max_connections`; a handler that finds none free
-    within `timeout` seconds raises DatabaseUnavailableError saying so.
+    within `timeout` seconds raises DatabaseUnavailableError saying so. Through PgBouncer
+    each held lock also holds a server connection (its transaction): the bouncer's pool
+    must be larger than the number of handlers running at once.
     """
 
     def __init__(
@@ -216,21 +227,22 @@ class PostgresEventIsolation(BaseEventIsolation):
             ) from None
         except psycopg.Error as error:
             raise translate(error) from error
-        released = False
         try:
             try:
+                await conn.execute(BEGIN)
                 await conn.execute(LOCK, [number])
             except psycopg.Error as error:
                 raise translate(error) from error
             try:
                 yield
             finally:
-                cursor = await conn.execute(UNLOCK, [number])
-                released = bool((await cursor.fetchone() or [False])[0])
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute(END_LOCK)
         finally:
-            if not released:
-                # Cancelled while waiting, or the unlock failed: closing the connection is
-                # what surely releases the lock (the server drops a session's locks with it).
+            if conn.closed or conn.pgconn.transaction_status != TransactionStatus.IDLE:
+                # Cancelled while waiting, or the rollback failed: closing the connection is
+                # what surely ends the transaction and its lock (through PgBouncer too, which
+                # drops a server connection its client left inside a transaction).
                 await conn.close()
             await pool.putconn(conn)
 
@@ -250,7 +262,11 @@ class PostgresEventIsolation(BaseEventIsolation):
                             db.config.conninfo(),
                             min_size=0,
                             max_size=self.max_connections,
-                            kwargs={"autocommit": True},
+                            kwargs={
+                                "autocommit": True,
+                                "prepare_threshold": db.config.prepare_threshold,
+                            },
+                            configure=_configure_lock_connection,
                             open=False,
                             name=f"{db.config.application_name}-aiogram-locks",
                         )
@@ -258,6 +274,13 @@ class PostgresEventIsolation(BaseEventIsolation):
                     await pool.open(wait=False)
                     self._pool = pool
         return self._pool
+
+
+async def _configure_lock_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Through a pooler, a lock connection never prepares its statements (a statement
+    prepared on one server connection is unknown to the next)."""
+    if await is_through_pooler(conn):
+        conn.prepare_threshold = None
 
 
 def session_key(key: StorageKey) -> telegram.SessionKey:
