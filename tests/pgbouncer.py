@@ -2,8 +2,8 @@
 `pytest_plugins = ["tests.pgbouncer"]`).
 
 `pgbouncer(pool_size=4)` starts one for the test, on 127.0.0.1 and a free port, logging in to
-the server as the session's role whatever user a client names (auth_type=any); `bouncer.url(
-database_url)` is the same database through it. It is stopped at the end of the test
+the server as the session's role (or `login=`'s) whatever user a client names (auth_type=any);
+`bouncer.url(database_url)` is the same database through it. It is stopped at the end of the test
 (SIGTERM, SIGKILL if it lingers). Without the `pgbouncer` binary the tests are skipped with
 one line saying how to install it.
 """
@@ -92,22 +92,23 @@ def free_port() -> int:
         return port
 
 
-def server_connstring(server_url: str, user: str | None) -> str:
-    """PgBouncer's `[databases]` entry for the server at `server_url`, logging in as `user`
-    (else the URL's own)."""
+def server_connstring(server_url: str, login: str | None) -> str:
+    """PgBouncer's `[databases]` entry for the server at `server_url`, logging in with the
+    user and password of the URL `login` (else of `server_url`)."""
     info = conninfo_to_dict(server_url)
+    credentials = conninfo_to_dict(login) if login else info
     parts = {
         "host": info.get("host") or "localhost",
         "port": info.get("port") or "5432",
-        "user": user or info.get("user") or "postgres",
+        "user": credentials.get("user") or "postgres",
     }
-    if info.get("password") and user is None:
-        parts["password"] = info["password"]
+    if credentials.get("password"):
+        parts["password"] = credentials["password"]
     return " ".join(f"{key}={value}" for key, value in parts.items())
 
 
 def start_pgbouncer(
-    binary: str, server_url: str, *, pool_size: int, user: str | None = None
+    binary: str, server_url: str, *, pool_size: int, login: str | None = None
 ) -> PgBouncer:
     """Start pgbouncer in transaction mode in front of `server_url`'s server; return once it
     accepts connections."""
@@ -120,7 +121,7 @@ def start_pgbouncer(
         ini = directory / "pgbouncer.ini"
         ini.write_text(
             CONFIG.format(
-                server=server_connstring(server_url, user),
+                server=server_connstring(server_url, login),
                 port=port,
                 pool_size=pool_size,
                 directory=directory,
@@ -150,8 +151,9 @@ def _listening(bouncer: PgBouncer) -> bool:
     while time.monotonic() < deadline:
         if bouncer.process.poll() is not None:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", bouncer.port), timeout=1
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", bouncer.port), timeout=1),
         ):
             return True
         time.sleep(0.05)
@@ -160,16 +162,16 @@ def _listening(bouncer: PgBouncer) -> bool:
 
 @pytest.fixture
 def pgbouncer(server: Any) -> Iterator[Callable[..., PgBouncer]]:
-    """`pgbouncer(pool_size=4, user=None)`: a PgBouncer of this test's, in transaction mode in
-    front of the session's server, logging in as `user` (else the session's role); every one
-    started is stopped after the test."""
+    """`pgbouncer(pool_size=4, login=None)`: a PgBouncer of this test's, in transaction mode
+    in front of the session's server, logging in with the user and password of the URL
+    `login` (else as the session's role); every one started is stopped after the test."""
     binary = pgbouncer_binary()
     if binary is None:
         pytest.skip(INSTALL)
     started: list[PgBouncer] = []
 
-    def start(pool_size: int = 4, user: str | None = None) -> PgBouncer:
-        bouncer = start_pgbouncer(binary, server.url, pool_size=pool_size, user=user)
+    def start(pool_size: int = 4, login: str | None = None) -> PgBouncer:
+        bouncer = start_pgbouncer(binary, server.url, pool_size=pool_size, login=login)
         started.append(bouncer)
         return bouncer
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,8 +16,8 @@ import psycopg
 import pytest
 from aiogram.fsm.storage.base import StorageKey
 
-from app import agents, messaging
-from app.agents import Execution
+from app import agents, audit, knowledge, messaging, tasks, telegram
+from app.agents import Execution, tools
 from app.database import (
     DatabaseConfig,
     DatabaseManager,
@@ -119,6 +120,30 @@ async def test_session_owner_and_actor_never_reach_the_next_transaction_on_the_c
     assert await one(other_client, BACKEND_PID) == pid  # the same server connection
     assert await one(other_client, OWNER_SETTING) in (None, "")
     assert await one(other_client, ACTOR_SETTING) in (None, "")
+
+
+async def test_row_level_security_follows_each_transactions_owner_on_one_server_connection(
+    pgbouncer: StartPgBouncer, database_url: str, login_as: Any
+) -> None:
+    # As agentdb_app: every transaction sees only its own owner's rows, and one without an
+    # owner sees none (fail closed), although all of them run on the same server connection.
+    app_login = login_as("agentdb_app")
+    bouncer = pgbouncer(pool_size=1, login=app_login)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    async with DatabaseManager(pooled_config(bouncer.url(database_url))) as db:
+        async with db.session(owner_id=alice) as conn:
+            chat = await messaging.create_chat(conn, owner_id=alice, title="alice's")
+            pid = await one(conn, BACKEND_PID)
+        async with db.session(owner_id=bob) as conn:
+            assert await messaging.get_chat(conn, chat.id) is None
+            assert await one(conn, BACKEND_PID) == pid
+        async with db.session() as conn:
+            assert await messaging.get_chat(conn, chat.id) is None
+        async with db.connection() as conn:
+            assert await messaging.get_chat(conn, chat.id) is None
+        async with db.session(owner_id=alice) as conn:
+            found = await messaging.get_chat(conn, chat.id)
+            assert found is not None and found.title == "alice's"
 
 
 async def test_the_statement_timeout_holds_for_agentdb_and_never_for_the_pools_other_clients(
@@ -332,3 +357,238 @@ def test_a_bad_direct_url_names_its_variable(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AGENTDB_DIRECT_URL", "mysql://app@db/agentdb")
     with pytest.raises(InvalidInputError, match=r"^AGENTDB_DIRECT_URL: not a PostgreSQL URL"):
         DatabaseConfig.from_env()
+
+
+# Every module's functions, through a pool of two server connections ------------------------
+
+
+@pytest.fixture
+async def pooled_db(pgbouncer: StartPgBouncer, database_url: str) -> AsyncIterator[DatabaseManager]:
+    """A DatabaseManager of four connections through a PgBouncer of two server connections
+    (its transactions land on whichever is free)."""
+    bouncer = pgbouncer(pool_size=2)
+    async with DatabaseManager(pooled_config(bouncer.url(database_url))) as db:
+        yield db
+
+
+WORDS = ["alpha", "bravo", "charlie", "delta"]
+
+
+def vector(seed: int) -> Any:
+    return np.random.default_rng(seed).standard_normal(1536).astype(np.float32)
+
+
+async def test_messaging_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    owner = uuid.uuid4()
+    async with pooled_db.session(owner_id=owner, actor="scenario") as conn:
+        chat = await messaging.create_chat(conn, owner_id=owner, title="Groceries")
+        first = await messaging.add_message(conn, chat.id, role="user", content="buy milk")
+    async with pooled_db.session() as conn:
+        copied = await messaging.add_messages(
+            conn,
+            [
+                messaging.MessageCreate(
+                    chat_id=chat.id, role="assistant", content=f"noted {n}", embedding=vector(n)
+                )
+                for n in range(5)
+            ],
+        )
+        assert copied == 5
+        await messaging.set_message_embedding(conn, first.id, vector(99))
+        await messaging.update_chat(conn, chat.id, title="Shopping")
+    async with pooled_db.connection() as conn:
+        page = await messaging.list_messages(conn, chat.id, limit=4)
+        older = await messaging.list_messages(conn, chat.id, limit=4, before=page.next_cursor)
+        assert [m.content for m in older.items + page.items] == ["buy milk"] + [
+            f"noted {n}" for n in range(5)
+        ]
+        assert await messaging.count_messages(conn, chat.id) == 6
+        hits = await messaging.search_messages(conn, owner_id=owner, embedding=vector(3))
+        assert hits[0].message.content == "noted 3"
+        hybrid = await messaging.hybrid_search_messages(
+            conn, owner_id=owner, embedding=vector(99), query="milk"
+        )
+        assert hybrid[0].message.id == first.id
+        await messaging.delete_message(conn, first.id)
+        assert await messaging.get_message(conn, first.id) is None
+        chats = await messaging.list_chats(conn, owner_id=owner)
+        assert [c.title for c in chats.items] == ["Shopping"]
+        await messaging.delete_chat(conn, chat.id)
+        assert await messaging.get_chat(conn, chat.id) is None
+
+
+async def test_tasks_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    owner = uuid.uuid4()
+    async with pooled_db.session(owner_id=owner) as conn:
+        milk = await tasks.create_todo(conn, owner_id=owner, title="Buy milk", priority=1)
+        bread = await tasks.create_todo(conn, owner_id=owner, title="Buy bread")
+    async with pooled_db.session() as conn:
+        await tasks.update_todo(conn, bread.id, {"status": "in_progress"})
+        done = await tasks.complete_todo(conn, milk.id)
+        assert done.completed_at is not None
+    async with pooled_db.connection() as conn:
+        counts = await tasks.count_todos_by_status(conn, owner_id=owner)
+        assert (counts.get("in_progress"), counts.get("done"), counts.get("pending", 0)) == (
+            1,
+            1,
+            0,
+        )
+        listed = await tasks.list_todos(conn, owner_id=owner, statuses=["in_progress"])
+        assert [t.id for t in listed.items] == [bread.id]
+        assert [t.id for t in await tasks.get_todos_by_status(conn, "done")] == [milk.id]
+        await tasks.delete_todo(conn, bread.id)
+        assert await tasks.get_todo(conn, bread.id) is None
+
+
+async def test_the_queue_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    async with pooled_db.session() as conn:
+        one_ = await agents.enqueue_execution(conn, agent_name="a", input={"n": 1}, dedupe_key="k")
+        again = await agents.enqueue_execution(conn, agent_name="a", input={"n": 1}, dedupe_key="k")
+        assert again.id == one_.id
+        await agents.enqueue_executions(
+            conn, [{"agent_name": "a", "input": {"n": n}} for n in (2, 3)]
+        )
+    async with pooled_db.connection() as conn:
+        claimed = await agents.claim_executions(conn, worker_id="w", agent_names=["a"], limit=3)
+        assert len(claimed) == 3
+        first, second, third = claimed
+        assert await agents.heartbeat_execution(
+            conn, first.id, worker_id="w", attempt=first.attempt
+        )
+        await agents.complete_execution(
+            conn,
+            first.id,
+            output={"ok": True},
+            model="m",
+            prompt_tokens=3,
+            completion_tokens=4,
+            cost_usd=0.01,
+            worker_id="w",
+            attempt=first.attempt,
+        )
+        failed = await agents.fail_execution(conn, second.id, error="boom", retry=False)
+        assert failed.status == "failed"
+        await agents.cancel_execution(conn, third.id)
+        stats = await agents.execution_stats(conn, agent_name="a")
+        assert (stats.total, stats.success_rate, stats.prompt_tokens) == (3, 0.5, 3)
+        page = await agents.list_executions(conn, agent_name="a", status="succeeded")
+        assert [e.id for e in page.items] == [first.id]
+        assert await agents.requeue_stale_executions(conn, older_than=timedelta(hours=1)) == 0
+        done = await agents.get_execution(conn, first.id)
+        assert done is not None and done.output == {"ok": True}
+
+
+async def test_agent_tools_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    async with pooled_db.session() as conn:
+        server = await tools.upsert_mcp_server(
+            conn, name="files", transport="stdio", endpoint="mcp-files"
+        )
+        sync = await tools.sync_tools(
+            conn,
+            server.id,
+            [
+                tools.ToolSpec(name=f"tool{n}", description=f"does {n}", input_schema={})
+                for n in range(3)
+            ],
+        )
+        assert sync.inserted == 3
+    async with pooled_db.connection() as conn:
+        listed = await tools.list_tools(conn, server.id)
+        await tools.set_tool_embeddings(conn, {t.id: vector(n) for n, t in enumerate(listed)})
+        hits = await tools.select_tools(conn, embedding=vector(0), limit=2)
+        assert hits[0].tool.id == listed[0].id
+        execution = await agents.enqueue_execution(conn, agent_name="a")
+        call = await tools.start_tool_call(
+            conn, execution.id, tool_name="tool0", arguments={"path": "/"}, tool_id=listed[0].id
+        )
+        finished = await tools.finish_tool_call(conn, call.id, result={"files": []})
+        assert finished.status == "succeeded"
+        assert [c.id for c in await tools.list_tool_calls(conn, execution.id)] == [call.id]
+        assert [s.tool_name for s in await tools.tool_call_stats(conn)] == ["tool0"]
+
+
+async def test_knowledge_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    owner = uuid.uuid4()
+    async with pooled_db.session(owner_id=owner) as conn:
+        memory = await knowledge.remember(
+            conn, owner_id=owner, content="likes tea", embedding=vector(1)
+        )
+        same = await knowledge.remember(
+            conn, owner_id=owner, content="likes green tea", embedding=vector(1)
+        )
+        assert same.id == memory.id and same.times_reinforced == 1
+        document = await knowledge.add_document(conn, owner_id=owner, title="Manual")
+        added = await knowledge.add_chunks(
+            conn,
+            document.id,
+            [
+                knowledge.ChunkCreate(
+                    chunk_index=n,
+                    content=f"part {n} of the manual: {WORDS[n]}",
+                    embedding=vector(10 + n),
+                )
+                for n in range(4)
+            ],
+        )
+        assert added == 4
+    async with pooled_db.session() as conn:
+        recalled = await knowledge.recall(conn, owner_id=owner, embedding=vector(1))
+        assert [hit.memory.id for hit in recalled] == [memory.id]
+        await knowledge.update_memory(conn, memory.id, {"importance": 0.9})
+    async with pooled_db.connection() as conn:
+        chunks = await knowledge.search_chunks(conn, owner_id=owner, embedding=vector(12))
+        assert chunks[0].chunk.chunk_index == 2
+        hybrid = await knowledge.hybrid_search_chunks(
+            conn, owner_id=owner, embedding=vector(13), query="delta"
+        )
+        assert hybrid[0].chunk.chunk_index == 3
+        assert len(await knowledge.list_chunks(conn, document.id)) == 4
+        assert [m.id for m in (await knowledge.list_memories(conn, owner_id=owner)).items] == [
+            memory.id
+        ]
+        assert [d.id for d in (await knowledge.list_documents(conn, owner_id=owner)).items] == [
+            document.id
+        ]
+        await knowledge.forget(conn, memory.id)
+        await knowledge.delete_document(conn, document.id)
+        assert await knowledge.search_chunks(conn, owner_id=owner, embedding=vector(12)) == []
+        assert await knowledge.purge_expired_memories(conn) == 0
+
+
+async def test_audit_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    owner = uuid.uuid4()
+    async with pooled_db.session(owner_id=owner, actor="alice") as conn:
+        chat = await messaging.create_chat(conn, owner_id=owner, title="t")
+        await messaging.add_message(conn, chat.id, role="user", content="hi")
+    async with pooled_db.session(actor="bob") as conn:
+        await messaging.update_chat(conn, chat.id, title="renamed")
+    async with pooled_db.connection() as conn:
+        events = await audit.list_audit_events(conn, owner_id=owner, table_name="chats")
+        assert [(e.operation, e.actor) for e in events.items] == [("update", "bob")]
+    async with pooled_db.session() as conn:
+        report = await audit.erase_owner(conn, owner)
+        assert report.deleted["messaging.messages"] == 1
+        assert await audit.purge_deleted(conn, older_than=timedelta(days=1)) is not None
+    async with pooled_db.connection() as conn:
+        events = await audit.list_audit_events(conn, owner_id=owner)
+        assert "erase" in [e.operation for e in events.items]
+
+
+async def test_telegram_sessions_through_pgbouncer(pooled_db: DatabaseManager) -> None:
+    key = telegram.SessionKey(bot_id=1, telegram_chat_id=5, telegram_user_id=5)
+    async with pooled_db.session() as conn:
+        chat = await messaging.create_chat(conn, owner_id=uuid.uuid4())
+        await telegram.upsert_session(conn, key, username="alice", language_code="en")
+        await telegram.link_chat(conn, key, chat.id)
+    async with pooled_db.connection() as conn:
+        await telegram.set_state(conn, key, "Form:name")
+        await telegram.set_data(conn, key, {"a": 1})
+        assert await telegram.update_data(conn, key, {"b": 2}) == {"a": 1, "b": 2}
+        assert await telegram.get_state(conn, key) == "Form:name"
+        assert await telegram.get_data(conn, key) == {"a": 1, "b": 2}
+        session = await telegram.get_session(conn, key)
+        assert session is not None and session.chat_id == chat.id
+        active = await telegram.list_active_sessions(conn, bot_id=1)
+        assert [s.username for s in active.items] == ["alice"]
+        await telegram.deactivate_session(conn, key)
+        assert (await telegram.list_active_sessions(conn, bot_id=1)).items == []
