@@ -155,6 +155,8 @@ async def test_the_statement_timeout_holds_for_agentdb_and_never_for_the_pools_o
             assert await one(conn, SHOW_STATEMENT_TIMEOUT) == "1500ms"
         async with db.session(owner_id=uuid.uuid4()) as conn:
             assert await one(conn, SHOW_STATEMENT_TIMEOUT) == "1500ms"
+        async with db.read_session(owner_id=uuid.uuid4()) as conn:
+            assert await one(conn, SHOW_STATEMENT_TIMEOUT) == "1500ms"
         with pytest.raises(TransactionAbortedError):
             async with db.session() as conn:
                 with pytest.raises(psycopg.errors.QueryCanceled):
