@@ -311,6 +311,19 @@ WHERE datname = pg_catalog.current_database()
 """
 
 
+async def generic_plans(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """The plans the statements `conn` runs next actually run, each a notice from
+    auto_explain, with generic plans forced (as a prepared statement soon runs them); the
+    list fills as they run. `RESET plan_cache_mode` ends the forcing."""
+    plans: list[str] = []
+    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    await conn.execute("LOAD 'auto_explain'")
+    await conn.execute("SET auto_explain.log_min_duration = 0")
+    await conn.execute("SET auto_explain.log_level = 'notice'")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    return plans
+
+
 async def wait_for_lock_waiters(conn: psycopg.AsyncConnection[Any], count: int = 1) -> None:
     """Return once `count` backends of this database wait for a lock (a race's loser is then
     really blocked behind the winner, not merely scheduled after it); fail after 10 s."""

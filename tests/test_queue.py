@@ -17,6 +17,7 @@ import pytest
 from app import agents, messaging, tasks
 from app.agents import ExecutionCreate, ExecutionResult
 from app.database import ConflictError, DatabaseManager, InvalidInputError, NotFoundError
+from tests.conftest import generic_plans
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -512,12 +513,7 @@ async def test_the_claims_generic_plans_find_their_rows_by_index_under_a_deep_qu
     table from end to end."""
     await agents.enqueue_executions(conn, [{"agent_name": "a"}] * 20_000)
     await conn.execute("ANALYZE agents.executions")
-    plans: list[str] = []
-    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-    await conn.execute("LOAD 'auto_explain'")
-    await conn.execute("SET auto_explain.log_min_duration = 0")
-    await conn.execute("SET auto_explain.log_level = 'notice'")
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    plans = await generic_plans(conn)
     claimed = await agents.claim_executions(conn, worker_id="w1", limit=3)
     acks = [(execution.id, execution.attempt, ExecutionResult(None)) for execution in claimed]
     done, more = await agents.complete_and_claim_executions(conn, acks, worker_id="w1", limit=3)
@@ -551,12 +547,7 @@ async def test_the_claim_is_planned_once_and_reads_by_index_at_any_depth_of_the_
     )
     assert await cursor.fetchall() == [(False, True), (True, True)]
 
-    plans: list[str] = []
-    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-    await conn.execute("LOAD 'auto_explain'")
-    await conn.execute("SET auto_explain.log_min_duration = 0")
-    await conn.execute("SET auto_explain.log_level = 'notice'")
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    plans = await generic_plans(conn)
     claimed = await agents.claim_executions(conn, worker_id="w1", limit=3)
     acks = [(execution.id, execution.attempt, ExecutionResult(None)) for execution in claimed]
     done, more = await agents.complete_and_claim_executions(conn, acks, worker_id="w1", limit=3)

@@ -19,6 +19,7 @@ import pytest
 from app import agents, audit
 from app.agents import queries, tools
 from app.database import AgentDBError, DatabaseConfig, DatabaseManager, InvalidInputError
+from tests.conftest import generic_plans
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -330,12 +331,7 @@ async def test_a_batch_finds_old_executions_by_index_among_100_000_and_the_claim
         assert "idx_executions_finished_at" not in indexes
 
     # and as run, by a generic plan too (auto_explain's notices), from the first batch
-    plans: list[str] = []
-    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-    await conn.execute("LOAD 'auto_explain'")
-    await conn.execute("SET auto_explain.log_min_duration = 0")
-    await conn.execute("SET auto_explain.log_level = 'notice'")
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    plans = await generic_plans(conn)
     purged = await agents.purge_finished_executions(conn, older_than=timedelta(days=3650))
     await conn.execute("RESET plan_cache_mode")
     assert purged == 0

@@ -190,22 +190,20 @@ class DatabaseConfig(BaseModel):
 
     def replica_conninfos(self) -> list[str]:
         """The libpq connection strings of the replicas (with their passwords: never log)."""
-        return [
-            make_conninfo(
-                url.get_secret_value(),
-                connect_timeout=max(2, round(self.connect_timeout)),
-                application_name=self.application_name,
-            )
-            for url in self.replica_urls
-        ]
+        return [self._with_options(url.get_secret_value()) for url in self.replica_urls]
 
     def direct_conninfo(self) -> str | None:
         """The libpq connection string of `direct_url` (with its password: never log), or
         None when none is given."""
         if self.direct_url is None:
             return None
+        return self._with_options(self.direct_url.get_secret_value())
+
+    def _with_options(self, base: str, **parts: Any) -> str:
+        """`base` (a URL or conninfo) with `parts` and this config's connection options."""
         return make_conninfo(
-            self.direct_url.get_secret_value(),
+            base,
+            **parts,
             connect_timeout=max(2, round(self.connect_timeout)),
             application_name=self.application_name,
         )
@@ -228,12 +226,7 @@ class DatabaseConfig(BaseModel):
             }
             if self.password is not None:
                 parts["password"] = self.password.get_secret_value()
-        return make_conninfo(
-            base,
-            **parts,
-            connect_timeout=max(2, round(self.connect_timeout)),
-            application_name=self.application_name,
-        )
+        return self._with_options(base, **parts)
 
     def resolved(self) -> DatabaseConfig:
         """This config with the embedded server's URL filled in (starting the server), or
@@ -246,11 +239,16 @@ class DatabaseConfig(BaseModel):
         """Where this config points, without the password."""
         if self.url is None and self.use_embedded:
             return f"the embedded server in {embedded.default_data_dir()}"
-        info = conninfo_to_dict(self.conninfo())
-        info.pop("password", None)
-        info.pop("connect_timeout", None)
-        info.pop("application_name", None)
-        return " ".join(f"{key}={value}" for key, value in sorted(info.items()))
+        return describe_conninfo(self.conninfo())
+
+
+def describe_conninfo(conninfo: str) -> str:
+    """Where `conninfo` points (`dbname=… host=… port=… user=…`), without its password or
+    the connection options every config adds."""
+    info = conninfo_to_dict(conninfo)
+    for hidden in ("password", "connect_timeout", "application_name"):
+        info.pop(hidden, None)
+    return " ".join(f"{key}={value}" for key, value in sorted(info.items()))
 
 
 def _settings_from_env() -> dict[str, Any]:

@@ -105,6 +105,15 @@ class DatabaseManager:
             weakref.WeakKeyDictionary()
         )
         self._replicas: ReplicaSet | None = None
+        # The SET LOCAL of the statement timeout, for transactions through a pooler: built
+        # once (the timeout is the config's, quoted by sql.Literal), not per session.
+        self._local_timeout = (
+            None
+            if not config.statement_timeout
+            else SET_STATEMENT_TIMEOUT.format(
+                sql.Literal(f"{round(config.statement_timeout * 1000)}ms")
+            ).as_bytes(None)
+        )
 
     async def __aenter__(self) -> DatabaseManager:
         await self.open()
@@ -186,22 +195,14 @@ class DatabaseManager:
         caller caught its error; leaving the block then rolls back and raises
         TransactionAbortedError naming that error, instead of a silent rollback.
         """
-        if owner_id is None and actor is None:
-            return self._session(PLAIN_BEGIN)
-        try:
-            begin = scoped_begin(owner_id, actor)
-        except TypeError:  # unhashable, so not cacheable: invalid whatever it is
-            begin = _scoped_begin(owner_id, actor)
-        return self._session(begin)
+        return self._session(begin_for(owner_id, actor, read_only=False))
 
     def _begin_on(self, conn: PooledConnection, begin: PendingBegin) -> PendingBegin:
         """`begin`, with the statement timeout made local to the transaction on a connection
         through a pooler (where the connection's own setting would be shared state)."""
-        if not conn.is_through_pooler or not self.config.statement_timeout:
+        timeout = self._local_timeout
+        if timeout is None or not conn.is_through_pooler:
             return begin
-        timeout = SET_STATEMENT_TIMEOUT.format(
-            sql.Literal(f"{round(self.config.statement_timeout * 1000)}ms")
-        ).as_bytes(None)
         return PendingBegin(begin.query + b"; " + timeout, (*begin.commands, timeout))
 
     @asynccontextmanager
@@ -245,14 +246,7 @@ class DatabaseManager:
                     "after: a WAL position (text, from db.current_lsn())", field="after"
                 )
             position = parse_lsn(after)
-        if owner_id is None:
-            begin = READ_ONLY_BEGIN
-        else:
-            try:
-                begin = scoped_begin(owner_id, None, True)
-            except TypeError:
-                begin = _scoped_begin(owner_id, None, True)
-        return self._read_session(begin, after, position)
+        return self._read_session(begin_for(owner_id, None, read_only=True), after, position)
 
     @asynccontextmanager
     async def _read_session(
@@ -439,9 +433,21 @@ def _scoped_begin(owner_id: object, actor: object, read_only: bool = False) -> P
 
 
 scoped_begin = functools.lru_cache(maxsize=4096)(_scoped_begin)
-"""`_scoped_begin`, remembered per (owner_id, actor) as given: a service serves the same
+"""`_scoped_begin`, remembered per (owner_id, actor, read_only) as given: a service serves the same
 owners again and again, and validating and quoting cost more than the rest of the call.
 Invalid input raises every time (an exception is not remembered)."""
+
+
+def begin_for(owner_id: object, actor: object, *, read_only: bool) -> PendingBegin:
+    """The pending BEGIN of a session (READ ONLY for a read session): the plain one without
+    a scope, else `scoped_begin`'s, remembered (or built each time for an unhashable, and
+    so invalid, value)."""
+    if owner_id is None and actor is None:
+        return READ_ONLY_BEGIN if read_only else PLAIN_BEGIN
+    try:
+        return scoped_begin(owner_id, actor, read_only)
+    except TypeError:  # unhashable, so not cacheable: invalid whatever it is
+        return _scoped_begin(owner_id, actor, read_only)
 
 
 async def is_through_pooler(conn: Connection) -> bool:

@@ -29,8 +29,8 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg.conninfo import conninfo_to_dict
 
+from app.database.config import describe_conninfo
 from app.database.errors import InvalidInputError
 from app.database.transactions import PooledConnection
 
@@ -157,7 +157,7 @@ class ReplicaSet:
         self.history = PrimaryHistory(span=max(4 * max_lag, 10 * check_interval))
         self.replicas = [
             Replica(
-                describe(conninfo),
+                describe_conninfo(conninfo),
                 psycopg_pool.AsyncConnectionPool(conninfo, open=False, **pool_kwargs),
             )
             for conninfo in conninfos
@@ -242,14 +242,6 @@ class ReplicaSet:
                 await self.check(primary)
             except Exception:  # never let the monitor die: the next check tries again
                 logger.exception("agentdb: checking the replicas failed")
-
-
-def describe(conninfo: str) -> str:
-    """Where `conninfo` points, without its password (for logs)."""
-    info = conninfo_to_dict(conninfo)
-    for secret in ("password", "connect_timeout", "application_name"):
-        info.pop(secret, None)
-    return " ".join(f"{key}={value}" for key, value in sorted(info.items()))
 
 
 def has_replayed(replica: Replica, after: int) -> bool:
