@@ -18,7 +18,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.pq import TransactionStatus
-from psycopg.types.json import set_json_loads
+from psycopg.types.json import set_json_dumps, set_json_loads
 
 from app.database.config import DatabaseConfig
 from app.database.errors import (
@@ -39,7 +39,7 @@ from app.database.replicas import (
     parse_lsn,
     wal_end,
 )
-from app.database.rows import load_json
+from app.database.rows import dump_json, load_json
 from app.database.transactions import PLAIN_BEGIN, PendingBegin, PooledConnection, execute
 from app.database.validation import InputModel, Name, Uuid, validated
 from app.database.vectors import register_vector_types
@@ -388,6 +388,7 @@ class DatabaseManager:
         row = await cursor.fetchone()
         conn.is_through_pooler = bool(row and row[0])
         set_json_loads(load_json, conn)
+        set_json_dumps(dump_json, conn)
         if conn.is_through_pooler:
             # A statement prepared on one server connection is unknown to the next one the
             # pooler hands out: never prepare through it, whatever prepare_threshold says.

@@ -10,6 +10,8 @@ from uuid import UUID
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.database.validation import (
+    INT64_MAX,
+    INT64_MIN,
     Duration,
     InputModel,
     Int64,
@@ -54,6 +56,8 @@ class SessionKey:
     destiny: str = "default"
 
     def __post_init__(self) -> None:
+        if _is_usual_key(self):
+            return
         validated(
             SessionKeyInput,
             bot_id=self.bot_id,
@@ -63,6 +67,24 @@ class SessionKey:
             business_connection_id=self.business_connection_id,
             destiny=self.destiny,
         )
+
+
+def _is_usual_key(key: SessionKey) -> bool:
+    """The key of a private chat or group: three bigint ids, no thread, no business
+    connection, the default destiny. Every update makes one, so it is checked here without
+    pydantic; anything else goes through SessionKeyInput, which accepts all of these too."""
+    return (
+        type(key.bot_id) is int
+        and type(key.telegram_chat_id) is int
+        and type(key.telegram_user_id) is int
+        and INT64_MIN <= key.bot_id <= INT64_MAX
+        and INT64_MIN <= key.telegram_chat_id <= INT64_MAX
+        and INT64_MIN <= key.telegram_user_id <= INT64_MAX
+        and key.thread_id is None
+        and key.business_connection_id is None
+        and type(key.destiny) is str
+        and key.destiny == "default"
+    )
 
 
 class TelegramSession(BaseModel):
