@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import json
 import secrets
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +21,7 @@ import psycopg_pool
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, ValidationError
 
 from app.database import (
@@ -1187,6 +1190,48 @@ JSON_TEXTS = [
     "[]",
     '"just a string"',
 ]
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Tag(str):
+    pass
+
+
+# Values as the query functions send them (validated JSON), and what orjson would write its
+# own way: integers beyond 64 bits, keys that are not strings, subclasses, unicode, -0.0.
+JSON_VALUES: list[Any] = [
+    {"source": "web", "tags": ["a", "b"], "n": 3, "x": 2.5, "ok": True, "none": None},
+    {"emoji": "\U0001f600", "quote": '"', "tab": "\t", "cyr": "привет", "nested": {"a": [1, {}]}},
+    {"big": 2**70, "small": -(2**64), "u64": 2**64 - 1},
+    {1: "int key", "s": (1, 2)},
+    {"level": Level.HIGH, "tag": Tag("x")},
+    [0.1, 1e300, -0.0, 5e-324],
+    [],
+    "just a string",
+]
+
+
+async def test_json_is_written_as_the_standard_library_writes_it(
+    db: DatabaseManager, database_url: str
+) -> None:
+    async with (
+        db.connection() as ours,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as plain,
+    ):
+        for value in JSON_VALUES:
+            query = "SELECT %s::jsonb::text"
+            written = await (await ours.execute(query, [Jsonb(value)])).fetchone()
+            expected = await (await plain.execute(query, [Jsonb(value)])).fetchone()
+            assert written == expected, value
+        for refused in ({"when": datetime.now(UTC)}, {"at": [date(2026, 12, 3)]}):
+            with pytest.raises(TypeError) as ours_error:
+                await ours.execute("SELECT %s::jsonb", [Jsonb(refused)])
+            with pytest.raises(TypeError) as plain_error:
+                await plain.execute("SELECT %s::jsonb", [Jsonb(refused)])
+            assert str(ours_error.value) == str(plain_error.value), refused
 
 
 async def test_json_reads_as_the_standard_library_reads_what_the_server_prints(

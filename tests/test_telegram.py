@@ -8,12 +8,15 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import AsyncConnection
 
 from app import messaging, telegram
 from app.database import DatabaseManager
 from app.database.errors import ForeignKeyError, InvalidInputError, NotFoundError
 from app.telegram import SessionKey
+from app.telegram.models import SessionKeyInput
 
 BOT = 7_000_000_001
 KEY = SessionKey(BOT, -100_123, 42)
@@ -114,6 +117,27 @@ def test_session_key_rejects_an_invalid_part_naming_it(parts: dict[str, Any], fi
     with pytest.raises(InvalidInputError) as error:
         SessionKey(**(arguments | parts))
     assert str(error.value).startswith(f"{field}:")
+
+
+ID_PARTS = st.one_of(
+    st.integers(min_value=-(2**64), max_value=2**64), st.booleans(), st.floats(), st.text()
+)
+
+
+@given(bot=ID_PARTS, chat=ID_PARTS, user=ID_PARTS)
+def test_a_usual_key_is_accepted_or_refused_as_its_input_model_decides(
+    bot: Any, chat: Any, user: Any
+) -> None:
+    # SessionKey checks the usual key (ids only) without pydantic: the same verdict.
+    parts = {"bot_id": bot, "telegram_chat_id": chat, "telegram_user_id": user}
+    try:
+        SessionKeyInput(**parts, thread_id=None, business_connection_id=None, destiny="default")
+    except InvalidInputError as expected:
+        with pytest.raises(InvalidInputError) as error:
+            SessionKey(**parts)
+        assert str(error.value) == str(expected)
+    else:
+        assert SessionKey(**parts).telegram_chat_id == chat
 
 
 def test_session_key_accepts_the_extremes_of_bigint() -> None:

@@ -175,10 +175,10 @@ _DUMP_OPTIONS = (
 
 def dump_json(value: Any) -> bytes | str:
     """`json.dumps(value)`, the same JSON value, mostly through orjson (twenty times faster
-    on the small objects the query functions send). The values they send are validated
-    JSON (plain dicts, lists, strings, finite numbers within 64 bits); anything else orjson
-    refuses (integers beyond 64 bits, keys that are not strings, the types above) goes to
-    `json`."""
+    on the small objects the query functions send). What orjson refuses (integers beyond
+    64 bits, keys that are not strings, the types above) goes to `json`. orjson writes a
+    UUID, an Enum and NaN where json.dumps would refuse them or write what jsonb refuses;
+    the query functions never send them (JsonObject and JsonValue refuse them first)."""
     try:
         return orjson.dumps(value, option=_DUMP_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
