@@ -13,10 +13,18 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from app import agents, messaging, tasks
 from app.agents import ExecutionCreate, ExecutionResult
-from app.database import ConflictError, DatabaseManager, InvalidInputError, NotFoundError
+from app.database import (
+    ConflictError,
+    DatabaseConfig,
+    DatabaseManager,
+    InvalidInputError,
+    NotFoundError,
+)
 from tests.conftest import generic_plans
 
 Conn = psycopg.AsyncConnection[Any]
@@ -557,6 +565,55 @@ async def test_the_claim_is_planned_once_and_reads_by_index_at_any_depth_of_the_
     for plan in plans:
         assert "idx_executions_priority_run_after_created_at" in plan
         assert "Seq Scan" not in plan
+
+
+# `runs` executions of the owners in turn, the first `queued` of them queued, the rest history.
+RUNS_OF_OWNERS = """
+INSERT INTO agents.executions (owner_id, agent_name, input, status, finished_at)
+SELECT (%(owners)s::uuid[])[1 + run %% cardinality(%(owners)s::uuid[])], 'a', '{}'::jsonb,
+       CASE WHEN run <= %(queued)s THEN 'queued' ELSE 'cancelled' END,
+       CASE WHEN run <= %(queued)s THEN NULL ELSE now() END
+FROM generate_series(1, %(runs)s) AS run
+"""
+
+
+async def test_an_owners_claim_under_row_level_security_reads_its_queue_head_by_index(
+    conn: Conn, login_as: Any
+) -> None:
+    """For a login of agentdb_app, row-level security adds the owner to the claim: it reads
+    that owner's queue head from idx_executions_owner_id_queued (an index condition, not the
+    whole queue's index and the owner's whole history, sorted) and, prepared, goes to its
+    generic plan as a worker's does. 40 owners with 50 queued and 450 finished runs each."""
+    owners = [uuid4() for _ in range(40)]
+    await conn.execute(RUNS_OF_OWNERS, {"owners": owners, "runs": 20_000, "queued": 2_000})
+    await conn.execute("ANALYZE agents.executions")
+    app_url = login_as("agentdb_app")
+    config = DatabaseConfig(url=app_url, min_pool_size=1, max_pool_size=1)
+    async with DatabaseManager(config) as app_db:
+        for _ in range(12):
+            async with app_db.session(owner_id=owners[0]) as session:
+                claimed = await agents.claim_executions(session, worker_id="w0", limit=1)
+                assert [execution.owner_id for execution in claimed] == [owners[0]]
+        async with app_db.connection() as session:
+            cursor = await session.execute(
+                "SELECT generic_plans > 0 FROM pg_prepared_statements"
+                " WHERE statement LIKE '%%claimed AS%%'"
+            )
+            assert await cursor.fetchall() == [(True,)]
+    # The plan as run (auto_explain, which only a superuser may load), in that login's role.
+    plans = await generic_plans(conn)
+    login = conninfo_to_dict(app_url)["user"]
+    await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(str(login))))
+    await conn.execute("SELECT set_config('agentdb.owner_id', %s, false)", [str(owners[1])])
+    del plans[:]  # the set_config's
+    claimed = await agents.claim_executions(conn, worker_id="w1", limit=3)
+    await conn.execute("RESET ROLE")
+    await conn.execute("RESET plan_cache_mode")
+    assert [execution.owner_id for execution in claimed] == [owners[1]] * 3
+    assert len(plans) == 1 and "$1" in plans[0]
+    assert "idx_executions_owner_id_queued" in plans[0]
+    assert "Seq Scan" not in plans[0]
+    assert "idx_executions_priority_run_after_created_at" not in plans[0]  # the whole queue
 
 
 async def test_a_claim_locks_only_the_rows_it_takes(db: DatabaseManager) -> None:

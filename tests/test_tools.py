@@ -356,6 +356,45 @@ async def test_select_tools_returns_limit_tools_whenever_that_many_pass_the_filt
     assert len(await tools.select_tools(conn, embedding=query, limit=50)) == 12  # all there are
 
 
+SEARCH_PLAN_COUNTS = """
+SELECT generic_plans, custom_plans FROM pg_catalog.pg_prepared_statements
+WHERE statement LIKE '%AS nearest%'
+"""
+
+
+async def test_select_tools_over_every_server_runs_one_generic_plan_walking_the_hnsw_index(
+    db: DatabaseManager, conn: Conn
+) -> None:
+    shared = await server(conn, "shared")
+    names = [f"tool_{number}" for number in range(1500)]
+    await tools.sync_tools(conn, shared.id, specs(*names))
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((len(names), EMBEDDING_DIMENSIONS)).astype(np.float32)
+    listed = {tool.name: tool.id for tool in await tools.list_tools(conn, shared.id)}
+    await tools.set_tool_embeddings(
+        conn, {listed[n]: v for n, v in zip(names, vectors, strict=True)}
+    )
+    await conn.execute("ANALYZE agents.tools")
+    async with db.connection() as search:
+        plans: list[str] = []
+        search.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        await search.execute("LOAD 'auto_explain'")
+        await search.execute("SET auto_explain.log_min_duration = 0")
+        await search.execute("SET auto_explain.log_level = 'notice'")
+        for query in vectors[:8]:  # prepared after prepare_threshold calls, then generic
+            hits = await tools.select_tools(search, embedding=query, limit=8)
+            assert len(hits) == 8
+        searched = plans[-1]  # the last search's (its settings' plan came just before)
+        generic, custom = await (await search.execute(SEARCH_PLAN_COUNTS)).fetchone()  # type: ignore[misc]
+        assert generic >= 2 and custom == 0
+        assert "Index Scan using idx_tools_embedding" in searched
+        assert "Seq Scan on tools" not in searched
+        for query in vectors[:8]:  # with server_ids (a statement of its own): planned for them
+            await tools.select_tools(search, embedding=query, limit=8, server_ids=[shared.id])
+        counts = await (await search.execute(SEARCH_PLAN_COUNTS)).fetchall()
+        assert sorted(counts) == [(0, 3), (generic, 0)]
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [

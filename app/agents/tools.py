@@ -221,8 +221,11 @@ WHERE tool.id = item.id
 # predicate must stay for the planner to use it), whose server is enabled, live, and shared
 # or the owner's: a primary-key probe per candidate, as a scalar subquery so that it stays a
 # filter on the index scan; iterative scans go on until `limit` tools pass.
+# Run with its generic plan (select_tools without server_ids): the inner LIMIT, a constant
+# (MAX_SELECT_LIMIT), is what the generic plan is priced for, so that plan walks the HNSW
+# index at any table size; the outer LIMIT stops the walk after `limit` rows.
 SELECT_NEAREST_TOOLS = (
-    "SELECT "
+    "SELECT * FROM (SELECT "
     + TOOL_COLUMNS
     + """,
        1 - (embedding <=> %(embedding)s) AS similarity
@@ -236,9 +239,11 @@ WHERE is_enabled
        FROM agents.mcp_servers AS server
        WHERE server.id = tools.mcp_server_id)
 ORDER BY embedding <=> %(embedding)s
+LIMIT 1000) AS nearest
 LIMIT %(limit)s
 """
 )
+assert MAX_SELECT_LIMIT == 1000  # the constant LIMIT of SELECT_NEAREST_TOOLS
 
 # The call takes its execution's owner; no row when there is no such execution.
 INSERT_TOOL_CALL = (
@@ -494,7 +499,11 @@ async def select_tools(
     }
     cursor = conn.cursor(row_factory=_hit_rows)
     ef_search = max(DEFAULT_TOOL_EF_SEARCH, count)
-    await run_vector_search(conn, cursor, SELECT_NEAREST_TOOLS, params, ef_search=ef_search)
+    # Over every server the best plan is the same for any embedding: planned once. With
+    # server_ids, planned for them (a few servers' tools may be fewer than an HNSW walk).
+    await run_vector_search(
+        conn, cursor, SELECT_NEAREST_TOOLS, params, ef_search=ef_search, generic=servers is None
+    )
     return await cursor.fetchall()
 
 

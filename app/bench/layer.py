@@ -74,7 +74,7 @@ from app.bench.search import clustered_vectors
 from app.database import AgentDBError, DatabaseConfig, DatabaseManager, embedded
 from app.database.migrations import Migrator
 from app.database.pagination import FIRST_PAGE_AT, LAST_UUID
-from app.database.vectors import SET_SEARCH_SETTINGS
+from app.database.vectors import SET_GENERIC_SEARCH_SETTINGS
 from app.messaging import queries as message_sql
 from app.seed import AGENTS, LANGUAGES, MODELS, TOPICS, long_tail
 
@@ -670,7 +670,9 @@ class RawLayer:
             # The settings and the search in one pipeline, as run_vector_search sends them;
             # local to the unit's transaction, which ends right after.
             async with conn.pipeline():
-                await conn.execute(SET_SEARCH_SETTINGS, [str(agent_tools.DEFAULT_TOOL_EF_SEARCH)])
+                await conn.execute(
+                    SET_GENERIC_SEARCH_SETTINGS, [str(agent_tools.DEFAULT_TOOL_EF_SEARCH)]
+                )
                 await cursor.execute(agent_tools.SELECT_NEAREST_TOOLS, params, binary=True)
             return await cursor.fetchall()
 

@@ -212,26 +212,37 @@ def plan_choice_params(plan: Literal["auto", "exact", "hnsw"] = "auto") -> dict[
 # first ef_search candidates until `limit` rows pass the filter, and stay in exact distance
 # order, for up to SEARCH_MAX_SCAN_TUPLES rows. force_custom_plan: "chat_id = %(chat_id)s OR
 # %(chat_id)s IS NULL" is planned with the actual value, so a chat's rows are found through
-# both columns of the owner index.
-SET_SEARCH_SETTINGS = """
+# both columns of the owner index. A search whose plan is the same for any value (the
+# nearest tools of every server) is planned once instead: the GENERIC settings force its
+# prepared statement's generic plan, which a search would otherwise never get (the
+# planner's guess of a `LIMIT $n` as a tenth of the table prices it above every custom
+# plan), and planning is most of what such a search costs the server besides the scan
+# (under row-level security, with the policies' sub-queries, more than half).
+_SEARCH_SETTINGS = """
 SELECT pg_catalog.set_config('hnsw.ef_search', %s, true),
        pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
-       pg_catalog.set_config('hnsw.max_scan_tuples', '1000000', true),
-       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
-"""
+       pg_catalog.set_config('hnsw.max_scan_tuples', '1000000', true),"""
+SET_SEARCH_SETTINGS = (
+    _SEARCH_SETTINGS
+    + "\n       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)\n"
+)
+SET_GENERIC_SEARCH_SETTINGS = (
+    _SEARCH_SETTINGS
+    + "\n       pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)\n"
+)
 
 # Inside a caller's transaction the local settings would last to its end: the values they
 # replace are kept (in agentdb.* placeholders, local too) and put back right after the
 # search. An empty saved value means the setting did not exist yet: NULL resets it.
-SAVE_AND_SET_SEARCH_SETTINGS = """
+_SAVE_AND_SET_SEARCH_SETTINGS = """
 SELECT pg_catalog.set_config('agentdb.saved_ef_search', saved.ef_search, true),
        pg_catalog.set_config('agentdb.saved_iterative_scan', saved.iterative_scan, true),
        pg_catalog.set_config('agentdb.saved_max_scan_tuples', saved.max_scan_tuples, true),
        pg_catalog.set_config('agentdb.saved_plan_cache_mode', saved.plan_cache_mode, true),
        pg_catalog.set_config('hnsw.ef_search', %s, true),
        pg_catalog.set_config('hnsw.iterative_scan', 'strict_order', true),
-       pg_catalog.set_config('hnsw.max_scan_tuples', '1000000', true),
-       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)
+       pg_catalog.set_config('hnsw.max_scan_tuples', '1000000', true),"""
+_SAVED_SETTINGS = """
 FROM (
     SELECT COALESCE(pg_catalog.current_setting('hnsw.ef_search', true), '') AS ef_search,
            COALESCE(pg_catalog.current_setting('hnsw.iterative_scan', true), '')
@@ -241,6 +252,16 @@ FROM (
            pg_catalog.current_setting('plan_cache_mode') AS plan_cache_mode
 ) AS saved
 """
+SAVE_AND_SET_SEARCH_SETTINGS = (
+    _SAVE_AND_SET_SEARCH_SETTINGS
+    + "\n       pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true)"
+    + _SAVED_SETTINGS
+)
+SAVE_AND_SET_GENERIC_SEARCH_SETTINGS = (
+    _SAVE_AND_SET_SEARCH_SETTINGS
+    + "\n       pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)"
+    + _SAVED_SETTINGS
+)
 
 RESTORE_SEARCH_SETTINGS = """
 SELECT pg_catalog.set_config('hnsw.ef_search',
@@ -261,6 +282,7 @@ async def run_vector_search(
     params: dict[str, Any],
     *,
     ef_search: int,
+    generic: bool = False,
 ) -> None:
     """Execute a vector search `statement` on `cursor` under the search settings (fetch its
     rows from the cursor afterwards). `ef_search` is never below the number of rows the
@@ -272,14 +294,23 @@ async def run_vector_search(
     trip, two statements. Inside a transaction (the caller's, or one psycopg opens on a
     non-autocommit connection) the settings are put back by a third statement in the same
     pipeline.
+
+    `generic`: the statement runs its generic plan (planned once per connection, once it is
+    prepared), for a statement whose best plan does not depend on its parameters' values;
+    otherwise it is planned for them on every call.
     """
     settings = [str(ef_search)]
     if not in_transaction(conn):
         async with conn.pipeline():
-            await conn.execute(SET_SEARCH_SETTINGS, settings)
+            await conn.execute(
+                SET_GENERIC_SEARCH_SETTINGS if generic else SET_SEARCH_SETTINGS, settings
+            )
             await cursor.execute(statement, params, binary=True)
     else:
         async with conn.pipeline():
-            await conn.execute(SAVE_AND_SET_SEARCH_SETTINGS, settings)
+            await conn.execute(
+                SAVE_AND_SET_GENERIC_SEARCH_SETTINGS if generic else SAVE_AND_SET_SEARCH_SETTINGS,
+                settings,
+            )
             await cursor.execute(statement, params, binary=True)
             await conn.execute(RESTORE_SEARCH_SETTINGS)
