@@ -556,6 +556,28 @@ async def test_bulk_inserts_under_row_level_security_each_insert_only_their_own_
         assert await messaging.count_messages(admin, other_chat) == 2
 
 
+async def test_the_staging_table_of_bulk_inserts_does_not_grow_with_the_batches(
+    login_as: Any, db: DatabaseManager, owners: tuple[UUID, UUID]
+) -> None:
+    # No autovacuum visits a temporary table: rows deleted from it would stay, and it would
+    # grow by every batch for the life of the connection. One pooled connection, 8 batches.
+    a, _ = owners
+    config = DatabaseConfig(url=login_as("agentdb_app"), min_pool_size=1, max_pool_size=1)
+    async with db.session() as admin:
+        before = await messaging.count_messages(admin, await first_chat(admin, a))
+    async with DatabaseManager(config) as single:
+        for _ in range(8):
+            async with single.session(owner_id=a) as conn:
+                chat_id = await first_chat(conn, a)
+                rows = [{"chat_id": chat_id, "role": "user", "content": "x" * 200}] * 500
+                assert await messaging.add_messages(conn, rows) == 500
+        async with single.connection() as conn:
+            size = "SELECT pg_relation_size('pg_temp.agentdb_staged_messages')"
+            assert await scalar(conn, size) == 0
+    async with db.session() as admin:
+        assert await messaging.count_messages(admin, chat_id) == before + 8 * 500
+
+
 OWNER_TABLES_WITHOUT_APP_POLICY = """
 SELECT n.nspname || '.' || c.relname
 FROM pg_catalog.pg_class AS c

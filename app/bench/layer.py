@@ -634,6 +634,7 @@ class RawLayer:
                     await copy.write_row(value if under_rls else (*value, at))
             if under_rls:
                 await conn.execute(message_sql.MOVE_STAGED_MESSAGES)
+                await conn.execute(message_sql.EMPTY_STAGED_MESSAGES)
             await conn.execute(
                 message_sql.UPDATE_CHATS_LAST_MESSAGE_AT, [list(last_at), list(last_at.values())]
             )

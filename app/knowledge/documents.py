@@ -107,8 +107,9 @@ FROM STDIN (FORMAT BINARY)
 COPY_CHUNKS_TYPES = ["uuid", "uuid", "int4", "text", "vector", "int4", "jsonb"]
 
 # Under row-level security, as add_messages does: COPY into a temporary table of the session
-# (created on its first batch), then one INSERT … SELECT that empties it, so that every row
-# passes the policy's WITH CHECK, the constraints and the triggers.
+# (created on its first batch), then one INSERT … SELECT, so that every row passes the
+# policy's WITH CHECK, the constraints and the triggers, then TRUNCATE (a temporary table is
+# never vacuumed: deleted rows would stay for the life of the connection).
 CREATE_STAGED_CHUNKS = """
 CREATE TEMPORARY TABLE IF NOT EXISTS agentdb_staged_chunks (
     document_id  uuid,
@@ -128,15 +129,13 @@ FROM STDIN (FORMAT BINARY)
 """
 
 MOVE_STAGED_CHUNKS = """
-WITH staged AS (
-    DELETE FROM pg_temp.agentdb_staged_chunks
-    RETURNING document_id, owner_id, chunk_index, content, embedding, token_count, metadata
-)
 INSERT INTO knowledge.chunks
     (document_id, owner_id, chunk_index, content, embedding, token_count, metadata)
 SELECT document_id, owner_id, chunk_index, content, embedding, token_count, metadata
-FROM staged
+FROM pg_temp.agentdb_staged_chunks
 """
+
+EMPTY_STAGED_CHUNKS = "TRUNCATE pg_temp.agentdb_staged_chunks"
 
 SELECT_DOCUMENT = (
     "SELECT "
@@ -400,6 +399,7 @@ async def add_chunks(
                 )
         if under_row_security:
             await conn.execute(MOVE_STAGED_CHUNKS)
+            await conn.execute(EMPTY_STAGED_CHUNKS)
     return len(rows)
 
 
