@@ -23,7 +23,8 @@ claimed, the claimed run completed with its fencing token; the queue is pre-fill
 claim always finds a run), and update_data (the Telegram FSM data merge aiogram's storage
 sends on every update). Each (unit, clients) pair runs a few rounds; in a round the three
 run one after the other for the same number of seconds, in an order that turns round every
-round (a b c, then c b a, …), after an untimed warm-up each. Reported: median ops/s over
+round (a b c, then c b a, …), after an untimed warm-up each, and every turn starts on
+freshly vacuumed tables (VACUUM_TOUCHED). Reported: median ops/s over
 rounds, the medians of the per-round ratios c/a and c/b, and client CPU per unit of work
 (pgbench's own from its child rusage; process_time for b and c, which share one process
 with nothing else). Writes bench-results/throughput.md and throughput.png.
