@@ -556,6 +556,10 @@ class RawLayer:
         }
         async with self.unit(owner) as conn:
             await (await conn.execute(agents.queries.INSERT_EXECUTION, params)).fetchone()
+        return await self.work_off(owner, job)
+
+    async def work_off(self, owner: UUID, job: Job) -> Any:
+        """A worker's part of `run_execution`: claim the next queued run and complete it."""
         async with self.unit(owner) as conn:
             cursor = await conn.execute(
                 agents.queries.CLAIM_EXECUTIONS,
@@ -679,14 +683,24 @@ class RawLayer:
 
 
 class ScopedRawLayer(RawLayer):
-    """(e): (a) through the login of (d), so row-level security applies, each transaction
+    """(e): (a) through the logins of (d), so row-level security applies, each transaction
     begun for the owner of its rows the way agentdb begins it (BEGIN and SET LOCAL in one
     round trip, composed once per owner), and the bulk insert staged as agentdb stages it
-    (COPY is refused under RLS). The floor for (d), as (a) is for (b)."""
+    (COPY is refused under RLS). Executions are claimed and completed by (a) on
+    `worker_pool`, a login of agentdb_worker, as (d) does. The floor for (d), as (a) is
+    for (b)."""
 
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        worker_pool: psycopg_pool.AsyncConnectionPool[Any],
+    ) -> None:
         super().__init__(pool)
         self.begins: dict[UUID, bytes] = {}
+        self.worker = RawLayer(worker_pool)
+
+    async def work_off(self, owner: UUID, job: Job) -> Any:
+        return await self.worker.work_off(owner, job)
 
     @asynccontextmanager
     async def unit(self, owner: UUID) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -713,6 +727,10 @@ class AgentdbLayer:
         self.db = db
 
     def session(self, owner: UUID) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return self.db.session()
+
+    def worker_session(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """Where a worker claims and completes executions: across owners."""
         return self.db.session()
 
     async def add_message(
@@ -745,10 +763,10 @@ class AgentdbLayer:
             await agents.enqueue_execution(
                 conn, agent_name=job.agent_name, input=job.input, chat_id=job.chat_id
             )
-        async with self.session(owner) as conn:
+        async with self.worker_session() as conn:
             claimed = await agents.claim_next_execution(conn, worker_id=job.worker_id)
         assert claimed is not None
-        async with self.session(owner) as conn:
+        async with self.worker_session() as conn:
             return await agents.complete_execution(
                 conn,
                 claimed.id,
@@ -795,14 +813,22 @@ class ScopedAgentdbLayer(AgentdbLayer):
     """(d): (b)'s calls through a login of agentdb_app (row-level security applies), each
     unit of work in `db.session(owner_id=owner)`.
 
-    An execution is claimed and completed in its owner's session too: RLS shows the claim
-    only that owner's queued runs, so each owner has a queue of its own, and the run
-    `run_execution` just enqueued is always in it. (A real worker claims across owners as
-    agentdb_worker, which RLS does not restrict; this measures the three steps under an
-    application login.)"""
+    An execution is enqueued in its owner's session and claimed and completed through
+    `worker_db`, a login of agentdb_worker, as a real worker runs: claiming spans owners,
+    which RLS does not restrict for that role. (Claimed by the application login in the
+    owner's session, the claim reads the owners' claim index through a bitmap scan, which
+    never marks the entries of finished runs dead as a plain index scan does, so each claim
+    re-reads the earlier ones until a VACUUM.)"""
+
+    def __init__(self, db: DatabaseManager, worker_db: DatabaseManager) -> None:
+        super().__init__(db)
+        self.worker_db = worker_db
 
     def session(self, owner: UUID) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         return self.db.session(owner_id=owner)
+
+    def worker_session(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return self.worker_db.session()
 
 
 class OrmLayerAdapter:
@@ -1058,7 +1084,8 @@ run under row-level security, where the server may refuse what the owner may do.
 COST_TARGET = 1.15  # b's (and d's) time at most 1.15 x a's
 BULK_TARGET = 0.9  # b's (and d's) bulk throughput at least 0.9 x a's (raw COPY)
 SPEED_TARGETS = {"read": 1.2, "write": 1.5, "bulk": 1.5}  # b at least this much faster than c
-APP_LOGIN = "bench_app"  # (d)'s login, a member of agentdb_app
+APP_LOGIN = "bench_app"  # (d)'s and (e)'s login, a member of agentdb_app
+WORKER_LOGIN = "bench_worker"  # where (d) and (e) claim executions, in agentdb_worker
 
 
 @dataclass
@@ -1196,28 +1223,36 @@ async def measure(
     return result
 
 
-def create_app_login(conninfo: str, name: str) -> str:
-    """A LOGIN role `name` in agentdb_app (unless it exists), made as the superuser of
-    `conninfo`; returns the conninfo that logs in as it."""
+def create_login(conninfo: str, name: str, group: str) -> str:
+    """A LOGIN role `name` in the group role `group` (unless it exists), made as the
+    superuser of `conninfo`; returns the conninfo that logs in as it."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         found = conn.execute(
             "SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [name]
         ).fetchone()
         if found is None:
             conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN IN ROLE agentdb_app").format(sql.Identifier(name))
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                    sql.Identifier(name), sql.Identifier(group)
+                )
             )
     return make_conninfo(conninfo, user=name)
 
 
 async def measure_all(
-    conninfo: str, app_conninfo: str, asyncpg_url: str, data: Dataset, size: LayerSize
+    conninfo: str,
+    app_conninfo: str,
+    worker_conninfo: str,
+    asyncpg_url: str,
+    data: Dataset,
+    size: LayerSize,
 ) -> list[OperationResult]:
     from app.bench.orm import OrmLayer, make_engine
 
     config = DatabaseConfig(url=conninfo, min_pool_size=1, max_pool_size=2)
     app_config = DatabaseConfig(url=app_conninfo, min_pool_size=1, max_pool_size=2)
-    raw_pool, scoped_raw_pool = (
+    worker_config = DatabaseConfig(url=worker_conninfo, min_pool_size=1, max_pool_size=2)
+    raw_pool, scoped_raw_pool, worker_raw_pool = (
         psycopg_pool.AsyncConnectionPool(
             url,
             min_size=1,
@@ -1226,20 +1261,25 @@ async def measure_all(
             configure=register_vector_async,
             open=False,
         )
-        for url in (conninfo, app_conninfo)
+        for url in (conninfo, app_conninfo, worker_conninfo)
     )
     engine = make_engine(asyncpg_url)
     results = []
     try:
         await raw_pool.open(wait=True)
         await scoped_raw_pool.open(wait=True)
-        async with DatabaseManager(config) as db, DatabaseManager(app_config) as app_db:
+        await worker_raw_pool.open(wait=True)
+        async with (
+            DatabaseManager(config) as db,
+            DatabaseManager(app_config) as app_db,
+            DatabaseManager(worker_config) as worker_db,
+        ):
             layers: dict[str, Layer] = {
                 "a": RawLayer(raw_pool),
                 "b": AgentdbLayer(db),
                 "c": OrmLayerAdapter(OrmLayer(engine)),
-                "d": ScopedAgentdbLayer(app_db),
-                "e": ScopedRawLayer(scoped_raw_pool),
+                "d": ScopedAgentdbLayer(app_db, worker_db),
+                "e": ScopedRawLayer(scoped_raw_pool, worker_raw_pool),
             }
             for index, operation in enumerate(operations(data, size)):
                 bulk = operation.kind == "bulk"
@@ -1267,6 +1307,7 @@ async def measure_all(
     finally:
         await raw_pool.close()
         await scoped_raw_pool.close()
+        await worker_raw_pool.close()
         await engine.dispose()
     return results
 
@@ -1434,7 +1475,8 @@ def run(size: LayerSize = FULL) -> str:
             server_version = conn.info.server_version
         conninfo = make_conninfo(server_url, dbname="bench_layer")
         Migrator(conninfo).apply()
-        app_conninfo = create_app_login(conninfo, APP_LOGIN)
+        app_conninfo = create_login(conninfo, APP_LOGIN, "agentdb_app")
+        worker_conninfo = create_login(conninfo, WORKER_LOGIN, "agentdb_worker")
         data = asyncio.run(load(conninfo, size, rng))
         gc.collect()
         gc.freeze()  # the data set's objects are never garbage: keep them out of every collection
@@ -1448,7 +1490,9 @@ def run(size: LayerSize = FULL) -> str:
         parts = conninfo_to_dict(server_url)
         port = int(str(parts["port"])) if parts.get("port") else None
         orm_url = asyncpg_url(str(parts["host"]), port, "bench_layer")
-        results = asyncio.run(measure_all(conninfo, app_conninfo, orm_url, data, size))
+        results = asyncio.run(
+            measure_all(conninfo, app_conninfo, worker_conninfo, orm_url, data, size)
+        )
     elapsed = time.perf_counter() - started
     major, minor = divmod(server_version, 10_000)
     summary = (
@@ -1470,7 +1514,9 @@ def run(size: LayerSize = FULL) -> str:
         " per-round ratios (each round runs the same inputs through every layer)."
         f" (d) and (e) log in as {APP_LOGIN}, a member of agentdb_app, so row-level security"
         " applies, and run each unit of work in a transaction scoped to the rows' owner (d:"
-        " db.session(owner_id=…)); a, b and c log in as the superuser. d/a and d/e have b/a's"
+        " db.session(owner_id=…)); their executions are claimed and completed as"
+        f" {WORKER_LOGIN}, a member of agentdb_worker, as a worker runs; a, b and c log in"
+        " as the superuser. d/a and d/e have b/a's"
         " target; e/a (no target) is what RLS and the scoped transaction cost raw psycopg, the"
         " part of d/a that is the server's.\n\n"
         "Where the time goes: client CPU per operation (median; the rest is waiting on the"
