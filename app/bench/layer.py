@@ -10,10 +10,10 @@
 (d) agentdb as production runs it: the same calls as (b), through a login role that is a
     member of agentdb_app (so row-level security applies), each unit of work in
     `db.session(owner_id=…)` with the owner of the rows it touches (a Telegram session, not
-    owner-scoped, with the owner of its chat or any owner). Executions are enqueued,
-    claimed and completed in the owner's session: RLS limits the claim to that owner's
-    queued runs, which always include the one just enqueued.
-(e) (a) as production would run it: through (d)'s login, each transaction begun for its
+    owner-scoped, with the owner of its chat or any owner). Executions are enqueued in the
+    owner's session and claimed and completed through a login of agentdb_worker, as a
+    worker runs (claiming spans owners).
+(e) (a) as production would run it: through (d)'s logins, each transaction begun for its
     owner as agentdb begins one, and the bulk insert staged as agentdb stages it (COPY is
     refused under RLS). The floor for (d), as (a) is for (b).
 

@@ -92,6 +92,8 @@ class ThroughputSize:
     seconds: int
     """Each layer's turn in a round (pgbench -T takes whole seconds)."""
     rounds: int
+    """Many short rounds rather than a few long ones: the machine's speed drifts over
+    minutes, and the ratios are taken within a round, where all three ran close together."""
     warmup: float
 
 
@@ -102,8 +104,8 @@ FULL = ThroughputSize(
     sessions=2_000,
     queued=5_000,
     sample=64,
-    seconds=5,
-    rounds=3,
+    seconds=2,
+    rounds=7,
     warmup=1.0,
 )
 QUICK = ThroughputSize(
